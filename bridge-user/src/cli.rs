@@ -1,0 +1,225 @@
+//! The `vwire` command line: `vwire run` starts the daemon; `vwire show ...` asks it.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::control::{Request, Response};
+
+#[derive(Debug, Parser)]
+#[command(name = "vwire", version, about = "A userspace L2 bridge over XDP and AF_XDP")]
+pub struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "VWIRE_SOCKET", default_value = "/run/vwire/vwire.sock")]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// Run the daemon in the foreground until SIGINT or SIGTERM.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show the running daemon's state.
+    Show {
+        #[command(subcommand)]
+        what: ShowWhat,
+        /// Print JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand, Clone, Copy)]
+pub enum ShowWhat {
+    /// Per-port counters: rx/tx frames and bytes, drops by reason, XDP and AF_XDP counters.
+    Interfaces,
+    /// The MAC learning table.
+    Fdb,
+}
+
+/// Errors talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the vwire daemon at {path} (is it running? is --socket right?): {source}")]
+    Connect {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the daemon: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the daemon sent something unreadable: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("the daemon refused: {0}")]
+    Refused(String),
+}
+
+/// Sends one request and returns the daemon's answer.
+///
+/// # Errors
+/// No daemon listening, an I/O failure, or an error response.
+pub fn request(socket: &Path, request: &Request) -> Result<Value, ClientError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer)?;
+    match serde_json::from_str::<Response>(&answer)? {
+        Response::Ok(value) => Ok(value),
+        Response::Error(message) => Err(ClientError::Refused(message)),
+    }
+}
+
+/// Runs `vwire show ...`, printing a table or JSON to stdout.
+///
+/// # Errors
+/// As [`request`].
+pub fn show(socket: &Path, what: ShowWhat, json: bool) -> Result<(), ClientError> {
+    let req = match what {
+        ShowWhat::Interfaces => Request::ShowInterfaces,
+        ShowWhat::Fdb => Request::ShowFdb,
+    };
+    let value = request(socket, &req)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    match what {
+        ShowWhat::Interfaces => print!("{}", interfaces_table(&value)),
+        ShowWhat::Fdb => print!("{}", fdb_table(&value)),
+    }
+    Ok(())
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("-")
+}
+
+/// `show interfaces` as a table, then drops by reason for ports that have any.
+#[must_use]
+pub fn interfaces_table(status: &Value) -> String {
+    let mut out = format!(
+        "{:<15} {:<12} {:>6} {:>12} {:>14} {:>12} {:>14} {:>10}\n",
+        "interface", "domain", "queues", "rx-frames", "rx-bytes", "tx-frames", "tx-bytes", "drops"
+    );
+    let empty = Vec::new();
+    let rows = status.get("interfaces").and_then(Value::as_array).unwrap_or(&empty);
+    let mut details = String::new();
+    for r in rows {
+        let drops = r.get("drops").cloned().unwrap_or(Value::Null);
+        let total: u64 = drops.as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+        out += &format!(
+            "{:<15} {:<12} {:>6} {:>12} {:>14} {:>12} {:>14} {:>10}\n",
+            s(r, "name"),
+            s(r, "domain"),
+            u(r, "queues"),
+            u(r, "rx_frames"),
+            u(r, "rx_bytes"),
+            u(r, "tx_frames"),
+            u(r, "tx_bytes"),
+            total
+        );
+        let nonzero = |v: &Value| -> Vec<String> {
+            v.as_object()
+                .map(|m| m.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0).map(|(k, n)| format!("{k}={n}")).collect())
+                .unwrap_or_default()
+        };
+        let mut notes = nonzero(&drops);
+        let xdp = r.get("xdp").cloned().unwrap_or(Value::Null);
+        notes.extend(nonzero(&xdp).into_iter().map(|n| format!("xdp.{n}")));
+        let kernel = r.get("kernel").cloned().unwrap_or(Value::Null);
+        // tx_ring_empty_descs counts kicks that found nothing more to send: not a problem.
+        notes.extend(nonzero(&kernel).into_iter().filter(|n| !n.starts_with("tx_ring_empty")).map(|n| format!("kernel.{n}")));
+        if !notes.is_empty() {
+            details += &format!("  {}: {}\n", s(r, "name"), notes.join(" "));
+        }
+    }
+    out += &details;
+    if let Some(umem) = status.get("umem") {
+        out += &format!(
+            "umem: {} frames, {} free, {} on fill rings, {} in tx{}\n",
+            u(umem, "frames"),
+            u(umem, "free"),
+            u(umem, "in_fill"),
+            u(umem, "in_tx"),
+            if umem.get("balanced").and_then(Value::as_bool) == Some(false) { " (UNBALANCED)" } else { "" }
+        );
+    }
+    if let Some(fdb) = status.get("fdb") {
+        out += &format!(
+            "fdb: {} entries; learned {}, moved {}, aged out {}, not learned (table full) {}\n",
+            u(status, "fdb_entries"),
+            u(fdb, "learned"),
+            u(fdb, "moved"),
+            u(fdb, "aged_out"),
+            u(fdb, "table_full")
+        );
+    }
+    out
+}
+
+/// `show fdb` as a table.
+#[must_use]
+pub fn fdb_table(value: &Value) -> String {
+    let mut out = format!("{:<12} {:<17} {:>5} {:<15} {:>8} {:<6}\n", "domain", "mac", "vlan", "port", "age(s)", "static");
+    let empty = Vec::new();
+    let rows = value.get("entries").and_then(Value::as_array).unwrap_or(&empty);
+    for r in rows {
+        out += &format!(
+            "{:<12} {:<17} {:>5} {:<15} {:>8} {:<6}\n",
+            s(r, "domain"),
+            s(r, "mac"),
+            u(r, "vlan"),
+            s(r, "port"),
+            u(r, "age_secs"),
+            if r.get("static").and_then(Value::as_bool) == Some(true) { "yes" } else { "no" }
+        );
+    }
+    out += &format!("{} entries\n", rows.len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_render_rows_and_nonzero_drops() {
+        let status = serde_json::json!({
+            "interfaces": [{"name": "vw-a", "domain": "vwire", "queues": 1, "rx_frames": 5, "rx_bytes": 300,
+                "tx_frames": 4, "tx_bytes": 240, "drops": {"runt": 2, "same_port": 0},
+                "xdp": {"redirected": 7, "passed": 0}, "kernel": {"rx_ring_full": 0}}],
+            "umem": {"frames": 16, "free": 8, "in_fill": 8, "in_tx": 0, "balanced": true},
+            "fdb_entries": 1, "fdb": {"learned": 1, "moved": 0, "aged_out": 0, "table_full": 0}
+        });
+        let t = interfaces_table(&status);
+        assert!(t.contains("vw-a"), "{t}");
+        assert!(t.contains("vw-a: runt=2 xdp.redirected=7"), "{t}");
+        assert!(!t.contains("same_port"), "{t}");
+        assert!(t.contains("umem: 16 frames, 8 free"), "{t}");
+        let fdb = serde_json::json!({"entries": [{"domain": "vwire", "mac": "02:00:00:00:00:0a", "vlan": 1,
+            "port": "vw-a", "age_secs": 3, "static": false}]});
+        let t = fdb_table(&fdb);
+        assert!(t.contains("02:00:00:00:00:0a") && t.contains("1 entries"), "{t}");
+    }
+}

@@ -1,0 +1,211 @@
+//! The TOML config file, and its validation into a [`BridgeConfig`].
+//!
+//! ```toml
+//! fdb_max_age_secs = 300        # optional, default 300
+//! fdb_max_entries = 65536       # optional
+//! umem_frames = 16384           # optional: frames of 2048 bytes shared by all ports
+//! ring_size = 1024              # optional: entries per AF_XDP ring
+//! spin_us = 20                  # optional: keep polling this long after traffic
+//!
+//! [[bridge_domain]]
+//! name = "vwire"
+//! ports = ["vw-a", "vw-b"]      # host-side interface names
+//! ```
+//!
+//! Validation names the offending key and value, and checks everything before anything is
+//! touched, so a bad config changes nothing.
+
+use std::{collections::HashSet, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// A config problem, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    fdb_max_age_secs: Option<u64>,
+    fdb_max_entries: Option<usize>,
+    umem_frames: Option<u32>,
+    ring_size: Option<u32>,
+    spin_us: Option<u64>,
+    #[serde(default)]
+    bridge_domain: Vec<DomainFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainFile {
+    name: String,
+    #[serde(default)]
+    ports: Vec<String>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeConfig {
+    pub fdb_max_age: Duration,
+    pub fdb_max_entries: usize,
+    pub umem_frames: u32,
+    pub ring_size: u32,
+    pub spin: Duration,
+    pub domains: Vec<DomainConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainConfig {
+    pub name: String,
+    pub ports: Vec<String>,
+}
+
+impl BridgeConfig {
+    pub const DEFAULT_FDB_MAX_AGE_SECS: u64 = 300;
+    pub const DEFAULT_FDB_MAX_ENTRIES: usize = 65_536;
+    pub const DEFAULT_UMEM_FRAMES: u32 = 16_384;
+    pub const DEFAULT_RING_SIZE: u32 = 1024;
+    pub const DEFAULT_SPIN_US: u64 = 20;
+    /// Linux's IFNAMSIZ minus the terminating NUL.
+    const MAX_IFNAME_LEN: usize = 15;
+
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// The file cannot be read, is not valid TOML of this shape, or fails validation.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    ///
+    /// # Errors
+    /// As [`BridgeConfig::from_file`].
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".into(),
+            message: e.to_string(),
+        })?;
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+
+        let age = file.fdb_max_age_secs.unwrap_or(Self::DEFAULT_FDB_MAX_AGE_SECS);
+        if !(1..=1_000_000).contains(&age) {
+            return invalid(format!("fdb_max_age_secs = {age}: must be between 1 and 1000000"));
+        }
+        let entries = file.fdb_max_entries.unwrap_or(Self::DEFAULT_FDB_MAX_ENTRIES);
+        if !(1..=16_777_216).contains(&entries) {
+            return invalid(format!("fdb_max_entries = {entries}: must be between 1 and 16777216"));
+        }
+        let ring = file.ring_size.unwrap_or(Self::DEFAULT_RING_SIZE);
+        if !ring.is_power_of_two() || !(64..=16_384).contains(&ring) {
+            return invalid(format!("ring_size = {ring}: must be a power of two between 64 and 16384"));
+        }
+        let frames = file.umem_frames.unwrap_or(Self::DEFAULT_UMEM_FRAMES);
+        if !(1024..=1_048_576).contains(&frames) {
+            return invalid(format!("umem_frames = {frames}: must be between 1024 and 1048576"));
+        }
+        let spin = file.spin_us.unwrap_or(Self::DEFAULT_SPIN_US);
+        if spin > 1_000_000 {
+            return invalid(format!("spin_us = {spin}: must be at most 1000000 (one second)"));
+        }
+        if file.bridge_domain.is_empty() {
+            return invalid("no [[bridge_domain]]: at least one is needed".into());
+        }
+        let mut domain_names = HashSet::new();
+        let mut port_names = HashSet::new();
+        for d in &file.bridge_domain {
+            if d.name.is_empty() {
+                return invalid("a bridge_domain has an empty name".into());
+            }
+            if !domain_names.insert(d.name.as_str()) {
+                return invalid(format!("bridge_domain \"{}\" is defined twice", d.name));
+            }
+            for p in &d.ports {
+                if p.is_empty() || p.len() > Self::MAX_IFNAME_LEN || p.contains(['/', ' ', '\0']) {
+                    return invalid(format!(
+                        "bridge_domain \"{}\": port \"{p}\" is not a valid interface name (1-15 characters, no '/' or spaces)",
+                        d.name
+                    ));
+                }
+                if !port_names.insert(p.as_str()) {
+                    return invalid(format!("port \"{p}\" is listed twice; a port belongs to one bridge domain"));
+                }
+            }
+        }
+        if port_names.len() > bridge_common::maps::MAX_PORTS as usize {
+            return invalid(format!("{} ports configured; at most {} are supported", port_names.len(), bridge_common::maps::MAX_PORTS));
+        }
+        Ok(Self {
+            fdb_max_age: Duration::from_secs(age),
+            fdb_max_entries: entries,
+            umem_frames: frames,
+            ring_size: ring,
+            spin: Duration::from_micros(spin),
+            domains: file.bridge_domain.into_iter().map(|d| DomainConfig { name: d.name, ports: d.ports }).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        BridgeConfig::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = BridgeConfig::from_toml("[[bridge_domain]]\nname = \"vwire\"\nports = [\"a\", \"b\"]\n").unwrap();
+        assert_eq!(c.fdb_max_age, Duration::from_secs(300));
+        assert_eq!(c.umem_frames, BridgeConfig::DEFAULT_UMEM_FRAMES);
+        assert_eq!(c.domains, vec![DomainConfig { name: "vwire".into(), ports: vec!["a".into(), "b".into()] }]);
+    }
+
+    #[test]
+    fn every_knob_is_read() {
+        let c = BridgeConfig::from_toml(
+            "fdb_max_age_secs = 10\nfdb_max_entries = 5\numem_frames = 2048\nring_size = 256\nspin_us = 0\n\
+             [[bridge_domain]]\nname = \"x\"\nports = [\"a\"]\n[[bridge_domain]]\nname = \"y\"\nports = [\"b\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.fdb_max_age, c.fdb_max_entries, c.umem_frames, c.ring_size, c.spin, c.domains.len()),
+            (Duration::from_secs(10), 5, 2048, 256, Duration::ZERO, 2)
+        );
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        assert!(err("").contains("at least one"));
+        assert!(err("fdb_max_age_secs = 0\n[[bridge_domain]]\nname=\"a\"").contains("fdb_max_age_secs = 0"));
+        assert!(err("ring_size = 1000\n[[bridge_domain]]\nname=\"a\"").contains("power of two"));
+        assert!(err("umem_frames = 10\n[[bridge_domain]]\nname=\"a\"").contains("umem_frames = 10"));
+        assert!(err("[[bridge_domain]]\nname=\"a\"\n[[bridge_domain]]\nname=\"a\"").contains("defined twice"));
+        assert!(err("[[bridge_domain]]\nname=\"a\"\nports=[\"p\"]\n[[bridge_domain]]\nname=\"b\"\nports=[\"p\"]").contains("listed twice"));
+        assert!(err("[[bridge_domain]]\nname=\"a\"\nports=[\"a-name-that-is-too-long\"]").contains("not a valid interface name"));
+        assert!(err("typo = 1\n[[bridge_domain]]\nname=\"a\"").contains("unknown field `typo`"));
+        assert!(err("[[bridge_domain]]\nname=\"a\"\nports=\"p\"").contains("invalid type"));
+    }
+}

@@ -1,0 +1,24 @@
+//! vwire: a userspace L2 bridge. XDP steers frames into AF_XDP sockets; this crate switches
+//! them between ports.
+#![deny(unsafe_code)]
+
+/// The `vwire` command line and the client side of the control socket.
+pub mod cli;
+/// The TOML config file and its validation.
+pub mod config;
+/// The typed interface between the control path and the forwarder, and the API server.
+pub mod control;
+/// Start-up, shutdown and signal handling.
+pub mod daemon;
+/// The MAC learning table.
+pub mod fdb;
+/// The per-frame loop: classify, learn, look up, stage, transmit.
+pub mod forward;
+/// Loads and attaches the XDP program and keeps its maps.
+pub mod loader;
+/// Counters for every port and every drop reason.
+pub mod metrics;
+/// Ports and their identifiers.
+pub mod port;
+/// AF_XDP sockets, rings and the UMEM: all of this crate's unsafe code.
+pub mod xsk;

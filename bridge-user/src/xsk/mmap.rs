@@ -1,0 +1,75 @@
+//! An owned memory mapping, unmapped on drop.
+
+use std::{io, os::fd::BorrowedFd, ptr::NonNull};
+
+/// A `mmap`ed region owned by this value.
+#[derive(Debug)]
+pub struct Mmap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; who may touch which bytes is
+// governed by the rings and the frame ownership rule of the `xsk` module.
+unsafe impl Send for Mmap {}
+
+impl Mmap {
+    /// Anonymous, private, zeroed memory of `len` bytes (the UMEM area, or test rings).
+    pub fn anonymous(len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh anonymous mapping aliases nothing.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        Self::from_raw(ptr, len)
+    }
+
+    /// Maps a kernel ring of an AF_XDP socket at page offset `offset`.
+    pub fn ring(fd: BorrowedFd<'_>, len: usize, offset: u64) -> io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: maps a region the kernel owns for this socket; the kernel validates len/offset.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd.as_raw_fd(),
+                offset,
+            )
+        };
+        Self::from_raw(ptr, len)
+    }
+
+    fn from_raw(ptr: *mut libc::c_void, len: usize) -> io::Result<Self> {
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast()).ok_or_else(|| io::Error::from(io::ErrorKind::Other))?;
+        Ok(Self { ptr, len })
+    }
+
+    #[must_use]
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping this value created and still owns.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}

@@ -54,8 +54,14 @@ mod tests {
     #[test]
     fn xsk_index_is_dense_and_unique() {
         assert_eq!(xsk_index(0, 0), 0);
-        assert_eq!(xsk_index(0, MAX_QUEUES_PER_PORT - 1), MAX_QUEUES_PER_PORT - 1);
+        assert_eq!(
+            xsk_index(0, MAX_QUEUES_PER_PORT - 1),
+            MAX_QUEUES_PER_PORT - 1
+        );
         assert_eq!(xsk_index(1, 0), MAX_QUEUES_PER_PORT);
-        assert_eq!(xsk_index(MAX_PORTS - 1, MAX_QUEUES_PER_PORT - 1), XSKS_ENTRIES - 1);
+        assert_eq!(
+            xsk_index(MAX_PORTS - 1, MAX_QUEUES_PER_PORT - 1),
+            XSKS_ENTRIES - 1
+        );
     }
 }

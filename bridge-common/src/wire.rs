@@ -353,7 +353,10 @@ mod tests {
     #[test]
     fn runts_are_rejected() {
         for len in 0..ETHERNET_HEADER_LEN {
-            assert_eq!(EthernetFrame::new_checked(&ARP_FRAME[..len]).err(), Some(Truncated));
+            assert_eq!(
+                EthernetFrame::new_checked(&ARP_FRAME[..len]).err(),
+                Some(Truncated)
+            );
         }
     }
 
@@ -391,7 +394,13 @@ mod tests {
         let mut w = Buf(&mut out, 0);
         core::fmt::write(&mut w, format_args!("{mac}")).unwrap();
         assert_eq!(&out, b"02:0a:ff:00:10:9c");
-        for bad in ["", "02:00:00:00:00", "02:00:00:00:00:00:00", "0g:00:00:00:00:00", "2:0:0:0:0:0"] {
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "02:00:00:00:00:00:00",
+            "0g:00:00:00:00:00",
+            "2:0:0:0:0:0",
+        ] {
             assert_eq!(bad.parse::<MacAddr>(), Err(BadMacAddr), "{bad}");
         }
     }
@@ -408,7 +417,10 @@ mod tests {
     impl core::fmt::Write for Buf<'_> {
         fn write_str(&mut self, s: &str) -> core::fmt::Result {
             let end = self.1 + s.len();
-            self.0.get_mut(self.1..end).ok_or(core::fmt::Error)?.copy_from_slice(s.as_bytes());
+            self.0
+                .get_mut(self.1..end)
+                .ok_or(core::fmt::Error)?
+                .copy_from_slice(s.as_bytes());
             self.1 = end;
             Ok(())
         }

@@ -13,10 +13,19 @@ use serde_json::Value;
 use crate::control::{Request, Response};
 
 #[derive(Debug, Parser)]
-#[command(name = "vwire", version, about = "A userspace L2 bridge over XDP and AF_XDP")]
+#[command(
+    name = "vwire",
+    version,
+    about = "A userspace L2 bridge over XDP and AF_XDP"
+)]
 pub struct Cli {
     /// The daemon's control socket.
-    #[arg(long, global = true, env = "VWIRE_SOCKET", default_value = "/run/vwire/vwire.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "VWIRE_SOCKET",
+        default_value = "/run/vwire/vwire.sock"
+    )]
     pub socket: PathBuf,
     #[command(subcommand)]
     pub command: CliCommand,
@@ -51,7 +60,9 @@ pub enum ShowWhat {
 /// Errors talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the vwire daemon at {path} (is it running? is --socket right?): {source}")]
+    #[error(
+        "cannot reach the vwire daemon at {path} (is it running? is --socket right?): {source}"
+    )]
     Connect {
         path: String,
         #[source]
@@ -92,8 +103,8 @@ pub fn request(socket: &Path, request: &Request) -> Result<Value, ClientError> {
 /// As [`request`].
 pub fn show(socket: &Path, what: ShowWhat, json: bool) -> Result<(), ClientError> {
     let req = match what {
-        ShowWhat::Interfaces => Request::ShowInterfaces,
-        ShowWhat::Fdb => Request::ShowFdb,
+        ShowWhat::Interfaces => Request::ShowInterfaces {},
+        ShowWhat::Fdb => Request::ShowFdb {},
     };
     let value = request(socket, &req)?;
     if json {
@@ -123,11 +134,16 @@ pub fn interfaces_table(status: &Value) -> String {
         "interface", "domain", "queues", "rx-frames", "rx-bytes", "tx-frames", "tx-bytes", "drops"
     );
     let empty = Vec::new();
-    let rows = status.get("interfaces").and_then(Value::as_array).unwrap_or(&empty);
+    let rows = status
+        .get("interfaces")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
     let mut details = String::new();
     for r in rows {
         let drops = r.get("drops").cloned().unwrap_or(Value::Null);
-        let total: u64 = drops.as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+        let total: u64 = drops
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
         out += &format!(
             "{:<15} {:<12} {:>6} {:>12} {:>14} {:>12} {:>14} {:>10}\n",
             s(r, "name"),
@@ -141,7 +157,12 @@ pub fn interfaces_table(status: &Value) -> String {
         );
         let nonzero = |v: &Value| -> Vec<String> {
             v.as_object()
-                .map(|m| m.iter().filter(|(_, n)| n.as_u64().unwrap_or(0) > 0).map(|(k, n)| format!("{k}={n}")).collect())
+                .map(|m| {
+                    m.iter()
+                        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+                        .map(|(k, n)| format!("{k}={n}"))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let mut notes = nonzero(&drops);
@@ -149,7 +170,12 @@ pub fn interfaces_table(status: &Value) -> String {
         notes.extend(nonzero(&xdp).into_iter().map(|n| format!("xdp.{n}")));
         let kernel = r.get("kernel").cloned().unwrap_or(Value::Null);
         // tx_ring_empty_descs counts kicks that found nothing more to send: not a problem.
-        notes.extend(nonzero(&kernel).into_iter().filter(|n| !n.starts_with("tx_ring_empty")).map(|n| format!("kernel.{n}")));
+        notes.extend(
+            nonzero(&kernel)
+                .into_iter()
+                .filter(|n| !n.starts_with("tx_ring_empty"))
+                .map(|n| format!("kernel.{n}")),
+        );
         if !notes.is_empty() {
             details += &format!("  {}: {}\n", s(r, "name"), notes.join(" "));
         }
@@ -162,7 +188,11 @@ pub fn interfaces_table(status: &Value) -> String {
             u(umem, "free"),
             u(umem, "in_fill"),
             u(umem, "in_tx"),
-            if umem.get("balanced").and_then(Value::as_bool) == Some(false) { " (UNBALANCED)" } else { "" }
+            if umem.get("balanced").and_then(Value::as_bool) == Some(false) {
+                " (UNBALANCED)"
+            } else {
+                ""
+            }
         );
     }
     if let Some(fdb) = status.get("fdb") {
@@ -181,9 +211,15 @@ pub fn interfaces_table(status: &Value) -> String {
 /// `show fdb` as a table.
 #[must_use]
 pub fn fdb_table(value: &Value) -> String {
-    let mut out = format!("{:<12} {:<17} {:>5} {:<15} {:>8} {:<6}\n", "domain", "mac", "vlan", "port", "age(s)", "static");
+    let mut out = format!(
+        "{:<12} {:<17} {:>5} {:<15} {:>8} {:<6}\n",
+        "domain", "mac", "vlan", "port", "age(s)", "static"
+    );
     let empty = Vec::new();
-    let rows = value.get("entries").and_then(Value::as_array).unwrap_or(&empty);
+    let rows = value
+        .get("entries")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
     for r in rows {
         out += &format!(
             "{:<12} {:<17} {:>5} {:<15} {:>8} {:<6}\n",
@@ -192,7 +228,11 @@ pub fn fdb_table(value: &Value) -> String {
             u(r, "vlan"),
             s(r, "port"),
             u(r, "age_secs"),
-            if r.get("static").and_then(Value::as_bool) == Some(true) { "yes" } else { "no" }
+            if r.get("static").and_then(Value::as_bool) == Some(true) {
+                "yes"
+            } else {
+                "no"
+            }
         );
     }
     out += &format!("{} entries\n", rows.len());
@@ -220,6 +260,9 @@ mod tests {
         let fdb = serde_json::json!({"entries": [{"domain": "vwire", "mac": "02:00:00:00:00:0a", "vlan": 1,
             "port": "vw-a", "age_secs": 3, "static": false}]});
         let t = fdb_table(&fdb);
-        assert!(t.contains("02:00:00:00:00:0a") && t.contains("1 entries"), "{t}");
+        assert!(
+            t.contains("02:00:00:00:00:0a") && t.contains("1 entries"),
+            "{t}"
+        );
     }
 }

@@ -109,25 +109,39 @@ impl BridgeConfig {
         })?;
         let invalid = |m: String| Err(ConfigError::Invalid(m));
 
-        let age = file.fdb_max_age_secs.unwrap_or(Self::DEFAULT_FDB_MAX_AGE_SECS);
+        let age = file
+            .fdb_max_age_secs
+            .unwrap_or(Self::DEFAULT_FDB_MAX_AGE_SECS);
         if !(1..=1_000_000).contains(&age) {
-            return invalid(format!("fdb_max_age_secs = {age}: must be between 1 and 1000000"));
+            return invalid(format!(
+                "fdb_max_age_secs = {age}: must be between 1 and 1000000"
+            ));
         }
-        let entries = file.fdb_max_entries.unwrap_or(Self::DEFAULT_FDB_MAX_ENTRIES);
+        let entries = file
+            .fdb_max_entries
+            .unwrap_or(Self::DEFAULT_FDB_MAX_ENTRIES);
         if !(1..=16_777_216).contains(&entries) {
-            return invalid(format!("fdb_max_entries = {entries}: must be between 1 and 16777216"));
+            return invalid(format!(
+                "fdb_max_entries = {entries}: must be between 1 and 16777216"
+            ));
         }
         let ring = file.ring_size.unwrap_or(Self::DEFAULT_RING_SIZE);
         if !ring.is_power_of_two() || !(64..=16_384).contains(&ring) {
-            return invalid(format!("ring_size = {ring}: must be a power of two between 64 and 16384"));
+            return invalid(format!(
+                "ring_size = {ring}: must be a power of two between 64 and 16384"
+            ));
         }
         let frames = file.umem_frames.unwrap_or(Self::DEFAULT_UMEM_FRAMES);
         if !(1024..=1_048_576).contains(&frames) {
-            return invalid(format!("umem_frames = {frames}: must be between 1024 and 1048576"));
+            return invalid(format!(
+                "umem_frames = {frames}: must be between 1024 and 1048576"
+            ));
         }
         let spin = file.spin_us.unwrap_or(Self::DEFAULT_SPIN_US);
         if spin > 1_000_000 {
-            return invalid(format!("spin_us = {spin}: must be at most 1000000 (one second)"));
+            return invalid(format!(
+                "spin_us = {spin}: must be at most 1000000 (one second)"
+            ));
         }
         if file.bridge_domain.is_empty() {
             return invalid("no [[bridge_domain]]: at least one is needed".into());
@@ -149,12 +163,18 @@ impl BridgeConfig {
                     ));
                 }
                 if !port_names.insert(p.as_str()) {
-                    return invalid(format!("port \"{p}\" is listed twice; a port belongs to one bridge domain"));
+                    return invalid(format!(
+                        "port \"{p}\" is listed twice; a port belongs to one bridge domain"
+                    ));
                 }
             }
         }
         if port_names.len() > bridge_common::maps::MAX_PORTS as usize {
-            return invalid(format!("{} ports configured; at most {} are supported", port_names.len(), bridge_common::maps::MAX_PORTS));
+            return invalid(format!(
+                "{} ports configured; at most {} are supported",
+                port_names.len(),
+                bridge_common::maps::MAX_PORTS
+            ));
         }
         Ok(Self {
             fdb_max_age: Duration::from_secs(age),
@@ -162,7 +182,14 @@ impl BridgeConfig {
             umem_frames: frames,
             ring_size: ring,
             spin: Duration::from_micros(spin),
-            domains: file.bridge_domain.into_iter().map(|d| DomainConfig { name: d.name, ports: d.ports }).collect(),
+            domains: file
+                .bridge_domain
+                .into_iter()
+                .map(|d| DomainConfig {
+                    name: d.name,
+                    ports: d.ports,
+                })
+                .collect(),
         })
     }
 }
@@ -177,10 +204,19 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = BridgeConfig::from_toml("[[bridge_domain]]\nname = \"vwire\"\nports = [\"a\", \"b\"]\n").unwrap();
+        let c = BridgeConfig::from_toml(
+            "[[bridge_domain]]\nname = \"vwire\"\nports = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
         assert_eq!(c.fdb_max_age, Duration::from_secs(300));
         assert_eq!(c.umem_frames, BridgeConfig::DEFAULT_UMEM_FRAMES);
-        assert_eq!(c.domains, vec![DomainConfig { name: "vwire".into(), ports: vec!["a".into(), "b".into()] }]);
+        assert_eq!(
+            c.domains,
+            vec![DomainConfig {
+                name: "vwire".into(),
+                ports: vec!["a".into(), "b".into()]
+            }]
+        );
     }
 
     #[test]
@@ -191,7 +227,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (c.fdb_max_age, c.fdb_max_entries, c.umem_frames, c.ring_size, c.spin, c.domains.len()),
+            (
+                c.fdb_max_age,
+                c.fdb_max_entries,
+                c.umem_frames,
+                c.ring_size,
+                c.spin,
+                c.domains.len()
+            ),
             (Duration::from_secs(10), 5, 2048, 256, Duration::ZERO, 2)
         );
     }
@@ -199,12 +242,19 @@ mod tests {
     #[test]
     fn bad_configs_say_what_is_wrong() {
         assert!(err("").contains("at least one"));
-        assert!(err("fdb_max_age_secs = 0\n[[bridge_domain]]\nname=\"a\"").contains("fdb_max_age_secs = 0"));
+        assert!(err("fdb_max_age_secs = 0\n[[bridge_domain]]\nname=\"a\"")
+            .contains("fdb_max_age_secs = 0"));
         assert!(err("ring_size = 1000\n[[bridge_domain]]\nname=\"a\"").contains("power of two"));
         assert!(err("umem_frames = 10\n[[bridge_domain]]\nname=\"a\"").contains("umem_frames = 10"));
-        assert!(err("[[bridge_domain]]\nname=\"a\"\n[[bridge_domain]]\nname=\"a\"").contains("defined twice"));
+        assert!(
+            err("[[bridge_domain]]\nname=\"a\"\n[[bridge_domain]]\nname=\"a\"")
+                .contains("defined twice")
+        );
         assert!(err("[[bridge_domain]]\nname=\"a\"\nports=[\"p\"]\n[[bridge_domain]]\nname=\"b\"\nports=[\"p\"]").contains("listed twice"));
-        assert!(err("[[bridge_domain]]\nname=\"a\"\nports=[\"a-name-that-is-too-long\"]").contains("not a valid interface name"));
+        assert!(
+            err("[[bridge_domain]]\nname=\"a\"\nports=[\"a-name-that-is-too-long\"]")
+                .contains("not a valid interface name")
+        );
         assert!(err("typo = 1\n[[bridge_domain]]\nname=\"a\"").contains("unknown field `typo`"));
         assert!(err("[[bridge_domain]]\nname=\"a\"\nports=\"p\"").contains("invalid type"));
     }

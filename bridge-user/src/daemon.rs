@@ -55,7 +55,10 @@ pub enum DaemonError {
 /// be lost silently.
 fn rx_queue_count(port: &str) -> Result<u32, DaemonError> {
     let dir = format!("/sys/class/net/{port}/queues");
-    let entries = std::fs::read_dir(&dir).map_err(|source| DaemonError::Queues { port: port.into(), source })?;
+    let entries = std::fs::read_dir(&dir).map_err(|source| DaemonError::Queues {
+        port: port.into(),
+        source,
+    })?;
     let n = entries
         .filter_map(Result::ok)
         .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
@@ -78,22 +81,49 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
     let mut planned = Vec::new();
     for (di, domain) in config.domains.iter().enumerate() {
         for name in &domain.ports {
-            let ifindex = xsk::sys::if_nametoindex(name).map_err(|_| DaemonError::PortNotFound { port: name.clone() })?;
+            let ifindex = xsk::sys::if_nametoindex(name)
+                .map_err(|_| DaemonError::PortNotFound { port: name.clone() })?;
             let queues = rx_queue_count(name)?;
-            planned.push((name.clone(), ifindex, queues, DomainId(u16::try_from(di).expect("domains fit u16"))));
+            planned.push((
+                name.clone(),
+                ifindex,
+                queues,
+                DomainId(u16::try_from(di).expect("domains fit u16")),
+            ));
         }
     }
 
     let umem = Umem::new(config.umem_frames, FRAME_SIZE)?;
-    let socket_config = SocketConfig { ring_size: config.ring_size };
+    let socket_config = SocketConfig {
+        ring_size: config.ring_size,
+    };
     let mut loader = Loader::load()?;
     let mut ports: Vec<Option<Port>> = Vec::with_capacity(planned.len());
-    let mut domains: Vec<Domain> = config.domains.iter().map(|d| Domain { name: d.name.clone(), members: Vec::new() }).collect();
+    let mut domains: Vec<Domain> = config
+        .domains
+        .iter()
+        .map(|d| Domain {
+            name: d.name.clone(),
+            members: Vec::new(),
+        })
+        .collect();
     for (slot, (name, ifindex, queues, domain)) in planned.into_iter().enumerate() {
         let mut sockets = Vec::with_capacity(queues as usize);
         for queue in 0..queues {
-            let owner = ports.iter().flatten().flat_map(|p: &Port| p.sockets.first()).next().or(sockets.first());
-            let socket = Socket::bind(&umem, &name, ifindex, queue, owner.map(AsFd::as_fd), socket_config)?;
+            let owner = ports
+                .iter()
+                .flatten()
+                .flat_map(|p: &Port| p.sockets.first())
+                .next()
+                .or(sockets.first());
+            let socket = Socket::bind(
+                &umem,
+                &name,
+                ifindex,
+                queue,
+                owner.map(AsFd::as_fd),
+                socket_config,
+            )?;
             sockets.push(socket);
         }
         let fds: Vec<(u32, i32)> = sockets.iter().map(|s| (s.queue(), s.raw_fd())).collect();
@@ -116,7 +146,8 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
     let xdp_stats = loader.take_xdp_stats()?;
 
     let (commands_tx, commands_rx) = crossbeam_channel::bounded(64);
-    let wakeup = Arc::new(EventFd::new().map_err(|e| XskError::syscall("eventfd", "control wakeup", e))?);
+    let wakeup =
+        Arc::new(EventFd::new().map_err(|e| XskError::syscall("eventfd", "control wakeup", e))?);
     let forwarder = Forwarder::new(
         umem,
         ports,
@@ -136,7 +167,10 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
         .map_err(DaemonError::Runtime)?;
 
     let handle = server::Handle::new(commands_tx, wakeup, xdp_stats);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DaemonError::Runtime)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
     let started = Instant::now();
     info!(socket = %socket_path.display(), "vwire running");
     let forwarder_died = runtime.block_on(async {
@@ -160,7 +194,10 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
     }
     drop(loader); // detaches every XDP program
     remove_socket(socket_path);
-    info!(uptime_secs = started.elapsed().as_secs(), "vwire stopped; XDP programs detached");
+    info!(
+        uptime_secs = started.elapsed().as_secs(),
+        "vwire stopped; XDP programs detached"
+    );
     Ok(())
 }
 

@@ -108,7 +108,11 @@ impl Fdb {
     #[must_use]
     pub fn lookup(&self, key: &FdbKey, now: Instant) -> Lookup {
         match self.entries.get(key) {
-            Some(e) if e.is_static || now.saturating_duration_since(e.last_seen) <= self.max_age => Lookup::Hit(e.port),
+            Some(e)
+                if e.is_static || now.saturating_duration_since(e.last_seen) <= self.max_age =>
+            {
+                Lookup::Hit(e.port)
+            }
             _ => Lookup::Miss,
         }
     }
@@ -202,7 +206,10 @@ mod tests {
         let t0 = Instant::now();
         let mut fdb = Fdb::new(AGE, 16);
         fdb.learn(key(1), PortId(0), t0);
-        assert_eq!(fdb.learn(key(1), PortId(1), t0), Learned::Moved { from: PortId(0) });
+        assert_eq!(
+            fdb.learn(key(1), PortId(1), t0),
+            Learned::Moved { from: PortId(0) }
+        );
         assert_eq!(fdb.lookup(&key(1), t0), Lookup::Hit(PortId(1)));
     }
 
@@ -212,7 +219,10 @@ mod tests {
         let mut fdb = Fdb::new(AGE, 16);
         fdb.learn(key(1), PortId(0), t0);
         assert_eq!(fdb.lookup(&key(1), t0 + AGE), Lookup::Hit(PortId(0)));
-        assert_eq!(fdb.lookup(&key(1), t0 + AGE + Duration::from_millis(1)), Lookup::Miss);
+        assert_eq!(
+            fdb.lookup(&key(1), t0 + AGE + Duration::from_millis(1)),
+            Lookup::Miss
+        );
         assert_eq!(fdb.expire(t0 + AGE), 0);
         assert_eq!(fdb.expire(t0 + AGE + Duration::from_millis(1)), 1);
         assert!(fdb.is_empty());

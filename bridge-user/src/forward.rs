@@ -80,7 +80,14 @@ impl Accounting {
 /// Classifies a frame, learns its source and decides where it goes.
 ///
 /// Pure bridging logic over the FDB: no sockets, so it is unit-tested directly.
-pub fn decide(fdb: &mut Fdb, events: &mut FdbCounters, domain: DomainId, ingress: PortId, frame: &[u8], now: Instant) -> Verdict {
+pub fn decide(
+    fdb: &mut Fdb,
+    events: &mut FdbCounters,
+    domain: DomainId,
+    ingress: PortId,
+    frame: &[u8],
+    now: Instant,
+) -> Verdict {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Verdict::Drop(DropReason::Runt);
     };
@@ -89,7 +96,15 @@ pub fn decide(fdb: &mut Fdb, events: &mut FdbCounters, domain: DomainId, ingress
         return Verdict::Drop(DropReason::InvalidSrcMac);
     }
     let vlan = VlanId::DEFAULT;
-    match fdb.learn(FdbKey { domain, vlan, mac: src }, ingress, now) {
+    match fdb.learn(
+        FdbKey {
+            domain,
+            vlan,
+            mac: src,
+        },
+        ingress,
+        now,
+    ) {
         Learned::New => events.learned += 1,
         Learned::Moved { .. } => events.moved += 1,
         Learned::TableFull => events.table_full += 1,
@@ -99,7 +114,14 @@ pub fn decide(fdb: &mut Fdb, events: &mut FdbCounters, domain: DomainId, ingress
     if dst.is_multicast() {
         return Verdict::Flood;
     }
-    match fdb.lookup(&FdbKey { domain, vlan, mac: dst }, now) {
+    match fdb.lookup(
+        &FdbKey {
+            domain,
+            vlan,
+            mac: dst,
+        },
+        now,
+    ) {
         Lookup::Hit(port) if port == ingress => Verdict::Drop(DropReason::SamePort),
         Lookup::Hit(port) => Verdict::Forward(port),
         Lookup::Miss => Verdict::Flood,
@@ -161,9 +183,21 @@ impl Forwarder {
 
     /// Recomputes what depends on the set of sockets: fill depth and the poll set.
     fn ports_changed(&mut self) {
-        let sockets: u32 = self.ports.iter().flatten().map(|p| p.sockets.len() as u32).sum();
+        let sockets: u32 = self
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.sockets.len() as u32)
+            .sum();
         // Half the frames wait on fill rings, the other half are in flight or free.
-        let ring = self.ports.iter().flatten().flat_map(|p| p.sockets.first()).map(|s| s.fill.size()).max().unwrap_or(0);
+        let ring = self
+            .ports
+            .iter()
+            .flatten()
+            .flat_map(|p| p.sockets.first())
+            .map(|s| s.fill.size())
+            .max()
+            .unwrap_or(0);
         self.fill_target = (self.umem.frame_count() / 2 / sockets.max(1)).clamp(1, ring.max(1));
         self.pollfds.clear();
         self.pollfds.push(libc::pollfd {
@@ -180,14 +214,18 @@ impl Forwarder {
         }
         for port in self.ports.iter_mut().flatten() {
             let want = RX_BATCH as usize * port.sockets.len() * 2;
-            port.tx_stage.reserve(want.saturating_sub(port.tx_stage.capacity()));
+            port.tx_stage
+                .reserve(want.saturating_sub(port.tx_stage.capacity()));
         }
         debug!(sockets, fill_target = self.fill_target, "port set changed");
     }
 
     /// Runs until a `Shutdown` command arrives.
     pub fn run(mut self) {
-        info!(ports = self.ports.iter().flatten().count(), "forwarder running");
+        info!(
+            ports = self.ports.iter().flatten().count(),
+            "forwarder running"
+        );
         for i in 0..self.ports.len() {
             self.refill_port(i);
         }
@@ -232,7 +270,12 @@ impl Forwarder {
     /// Moves transmitted frames from every completion ring back to the free list.
     fn reap_completions(&mut self) -> bool {
         let mut work = false;
-        for socket in self.ports.iter_mut().flatten().flat_map(|p| p.sockets.iter_mut()) {
+        for socket in self
+            .ports
+            .iter_mut()
+            .flatten()
+            .flat_map(|p| p.sockets.iter_mut())
+        {
             let n = socket.completion.peek(socket.completion.size());
             for i in 0..n {
                 self.free.push(self.umem.chunk_of(socket.completion.get(i)));
@@ -246,7 +289,9 @@ impl Forwarder {
 
     /// Takes one batch from socket `qi` of port `pi`, stages every frame, refills.
     fn receive(&mut self, pi: usize, qi: usize, now: Instant) -> bool {
-        let Some(port) = self.ports[pi].as_mut() else { return false };
+        let Some(port) = self.ports[pi].as_mut() else {
+            return false;
+        };
         let socket = &mut port.sockets[qi];
         let n = socket.rx.peek(RX_BATCH);
         if n == 0 {
@@ -266,7 +311,10 @@ impl Forwarder {
     }
 
     /// Classifies one received frame and stages it for its egress port(s).
-    #[allow(unsafe_code, reason = "reads a frame this thread owns: it just came off an rx ring")]
+    #[allow(
+        unsafe_code,
+        reason = "reads a frame this thread owns: it just came off an rx ring"
+    )]
     fn handle(&mut self, domain: DomainId, ingress: PortId, desc: Desc, now: Instant) {
         let len = desc.len as usize;
         if !self.umem.contains(desc.addr, len) {
@@ -277,7 +325,14 @@ impl Forwarder {
         }
         // SAFETY: the descriptor came off our rx ring, so this thread owns the frame.
         let frame = unsafe { self.umem.frame(desc.addr, len) };
-        let verdict = decide(&mut self.fdb, &mut self.fdb_counters, domain, ingress, frame, now);
+        let verdict = decide(
+            &mut self.fdb,
+            &mut self.fdb_counters,
+            domain,
+            ingress,
+            frame,
+            now,
+        );
         let counters = &mut self.port_mut(ingress).counters;
         counters.rx_frames += 1;
         counters.rx_bytes += len as u64;
@@ -298,7 +353,10 @@ impl Forwarder {
     }
 
     /// Sends a frame to every other port of its domain.
-    #[allow(unsafe_code, reason = "copies between two frames this thread owns (rx'd and free)")]
+    #[allow(
+        unsafe_code,
+        reason = "copies between two frames this thread owns (rx'd and free)"
+    )]
     fn flood(&mut self, domain: DomainId, ingress: PortId, desc: Desc) {
         let members = &self.domains[usize::from(domain.0)].members;
         let targets = members.iter().filter(|&&p| p != ingress).count();
@@ -319,7 +377,10 @@ impl Forwarder {
                 break;
             }
             let Some(chunk) = self.free.pop() else {
-                self.port_mut(egress).counters.drops.count(DropReason::UmemExhausted);
+                self.port_mut(egress)
+                    .counters
+                    .drops
+                    .count(DropReason::UmemExhausted);
                 continue;
             };
             let copy = Desc {
@@ -331,14 +392,20 @@ impl Forwarder {
             // list, so they are two different frames this thread owns.
             unsafe {
                 let src = self.umem.frame(desc.addr, desc.len as usize);
-                self.umem.frame_mut(copy.addr, copy.len as usize).copy_from_slice(src);
+                self.umem
+                    .frame_mut(copy.addr, copy.len as usize)
+                    .copy_from_slice(src);
             }
             self.stage(egress, copy);
         }
     }
 
     fn stage(&mut self, egress: PortId, desc: Desc) {
-        match self.ports.get_mut(egress.0 as usize).and_then(Option::as_mut) {
+        match self
+            .ports
+            .get_mut(egress.0 as usize)
+            .and_then(Option::as_mut)
+        {
             Some(port) => port.tx_stage.push(desc),
             // The FDB may briefly point at a port removed this turn; the frame goes back.
             None => self.free.push(self.umem.chunk_of(desc.addr)),
@@ -351,14 +418,20 @@ impl Forwarder {
     }
 
     fn port_mut(&mut self, id: PortId) -> &mut Port {
-        self.ports[id.0 as usize].as_mut().expect("frames only come from and go to live ports")
+        self.ports[id.0 as usize]
+            .as_mut()
+            .expect("frames only come from and go to live ports")
     }
 
     /// Writes port `pi`'s staged frames to its tx ring and kicks the kernel to send them.
     /// What does not fit is dropped and counted against this port only.
     fn transmit(&mut self, pi: usize) -> bool {
-        let Some(port) = self.ports[pi].as_mut() else { return false };
-        let Some(socket) = port.sockets.first_mut() else { return false };
+        let Some(port) = self.ports[pi].as_mut() else {
+            return false;
+        };
+        let Some(socket) = port.sockets.first_mut() else {
+            return false;
+        };
         let staged = port.tx_stage.len() as u32;
         let mut work = false;
         if staged > 0 {
@@ -399,12 +472,20 @@ impl Forwarder {
 
     /// Tops a socket's fill ring up to the target from the free list.
     fn refill(&mut self, pi: usize, qi: usize) {
-        let Some(port) = self.ports[pi].as_mut() else { return };
+        let Some(port) = self.ports[pi].as_mut() else {
+            return;
+        };
         let socket = &mut port.sockets[qi];
-        let want = self.fill_target.saturating_sub(socket.fill_outstanding).min(self.free.len() as u32);
+        let want = self
+            .fill_target
+            .saturating_sub(socket.fill_outstanding)
+            .min(self.free.len() as u32);
         let n = socket.fill.reserve(want);
         for i in 0..n {
-            let frame = self.free.pop().expect("reserved no more than the free list holds");
+            let frame = self
+                .free
+                .pop()
+                .expect("reserved no more than the free list holds");
             socket.fill.set(i, frame);
         }
         socket.fill.submit(n);
@@ -414,7 +495,12 @@ impl Forwarder {
 
     /// Blocks until a socket is readable, a command arrives, or the next timer is due.
     fn sleep(&mut self, now: Instant) {
-        let tx_pending = self.ports.iter().flatten().flat_map(|p| p.sockets.first()).any(|s| s.tx.pending() > 0);
+        let tx_pending = self
+            .ports
+            .iter()
+            .flatten()
+            .flat_map(|p| p.sockets.first())
+            .any(|s| s.tx.pending() > 0);
         let timeout = if tx_pending {
             Duration::from_millis(1)
         } else {
@@ -434,7 +520,9 @@ impl Forwarder {
     /// Applies pending control commands. Returns `false` on shutdown.
     fn apply_commands(&mut self, now: Instant) -> bool {
         for _ in 0..16 {
-            let Ok(command) = self.commands.try_recv() else { break };
+            let Ok(command) = self.commands.try_recv() else {
+                break;
+            };
             match command {
                 Command::Shutdown => return false,
                 Command::ShowInterfaces(reply) => {
@@ -452,7 +540,12 @@ impl Forwarder {
     #[must_use]
     pub fn accounting(&self) -> Accounting {
         let sockets = || self.ports.iter().flatten().flat_map(|p| &p.sockets);
-        let staged: u32 = self.ports.iter().flatten().map(|p| p.tx_stage.len() as u32).sum();
+        let staged: u32 = self
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.tx_stage.len() as u32)
+            .sum();
         Accounting {
             total: self.umem.frame_count(),
             free: self.free.len() as u32 + staged,
@@ -509,7 +602,11 @@ impl Forwarder {
                 domain: self.domains[usize::from(k.domain.0)].name.clone(),
                 mac: k.mac.to_string(),
                 vlan: k.vlan.get(),
-                port: self.ports.get(e.port.0 as usize).and_then(Option::as_ref).map_or_else(|| e.port.to_string(), |p| p.name.clone()),
+                port: self
+                    .ports
+                    .get(e.port.0 as usize)
+                    .and_then(Option::as_ref)
+                    .map_or_else(|| e.port.to_string(), |p| p.name.clone()),
                 age_secs: now.saturating_duration_since(e.last_seen).as_secs(),
                 is_static: e.is_static,
             })
@@ -539,15 +636,28 @@ mod tests {
     const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 
     fn setup() -> (Fdb, FdbCounters, Instant) {
-        (Fdb::new(Duration::from_secs(300), 1024), FdbCounters::default(), Instant::now())
+        (
+            Fdb::new(Duration::from_secs(300), 1024),
+            FdbCounters::default(),
+            Instant::now(),
+        )
     }
 
     #[test]
     fn unknown_unicast_floods_then_learned_forwards() {
         let (mut fdb, mut ev, t) = setup();
-        assert_eq!(decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t), Verdict::Flood);
-        assert_eq!(decide(&mut fdb, &mut ev, D, B, &frame(MAC_A, MAC_B, 0x0800), t), Verdict::Forward(A));
-        assert_eq!(decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t), Verdict::Forward(B));
+        assert_eq!(
+            decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t),
+            Verdict::Flood
+        );
+        assert_eq!(
+            decide(&mut fdb, &mut ev, D, B, &frame(MAC_A, MAC_B, 0x0800), t),
+            Verdict::Forward(A)
+        );
+        assert_eq!(
+            decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t),
+            Verdict::Forward(B)
+        );
         assert_eq!(ev.learned, 2);
     }
 
@@ -555,18 +665,37 @@ mod tests {
     fn broadcast_and_multicast_flood_even_when_known() {
         let (mut fdb, mut ev, t) = setup();
         decide(&mut fdb, &mut ev, D, B, &frame(MAC_A, MAC_B, 0x0800), t);
-        assert_eq!(decide(&mut fdb, &mut ev, D, A, &frame([0xff; 6], MAC_A, 0x0806), t), Verdict::Flood);
-        assert_eq!(decide(&mut fdb, &mut ev, D, A, &frame([1, 0, 0x5e, 0, 0, 1], MAC_A, 0x0800), t), Verdict::Flood);
+        assert_eq!(
+            decide(&mut fdb, &mut ev, D, A, &frame([0xff; 6], MAC_A, 0x0806), t),
+            Verdict::Flood
+        );
+        assert_eq!(
+            decide(
+                &mut fdb,
+                &mut ev,
+                D,
+                A,
+                &frame([1, 0, 0x5e, 0, 0, 1], MAC_A, 0x0800),
+                t
+            ),
+            Verdict::Flood
+        );
     }
 
     #[test]
     fn runts_and_bad_sources_are_dropped_without_learning() {
         let (mut fdb, mut ev, t) = setup();
         for len in 0..14 {
-            assert_eq!(decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0)[..len], t), Verdict::Drop(DropReason::Runt));
+            assert_eq!(
+                decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0)[..len], t),
+                Verdict::Drop(DropReason::Runt)
+            );
         }
         for src in [[0u8; 6], [0xff; 6], [1, 0, 0x5e, 0, 0, 1]] {
-            assert_eq!(decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, src, 0x0800), t), Verdict::Drop(DropReason::InvalidSrcMac));
+            assert_eq!(
+                decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, src, 0x0800), t),
+                Verdict::Drop(DropReason::InvalidSrcMac)
+            );
         }
         assert!(fdb.is_empty());
     }
@@ -577,7 +706,10 @@ mod tests {
         decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t);
         let other: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
         decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, other, 0x0800), t);
-        assert_eq!(decide(&mut fdb, &mut ev, D, A, &frame(other, MAC_A, 0x0800), t), Verdict::Drop(DropReason::SamePort));
+        assert_eq!(
+            decide(&mut fdb, &mut ev, D, A, &frame(other, MAC_A, 0x0800), t),
+            Verdict::Drop(DropReason::SamePort)
+        );
     }
 
     #[test]
@@ -585,7 +717,10 @@ mod tests {
         let (mut fdb, mut ev, t) = setup();
         decide(&mut fdb, &mut ev, D, B, &frame(MAC_A, MAC_B, 0x88b5), t);
         for ethertype in [0x88b5, 0x88cc, 0x0000, 0x05dc, 0xffff, 0x8100] {
-            assert_eq!(decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, ethertype), t), Verdict::Forward(B));
+            assert_eq!(
+                decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, ethertype), t),
+                Verdict::Forward(B)
+            );
         }
     }
 
@@ -595,13 +730,26 @@ mod tests {
         decide(&mut fdb, &mut ev, D, A, &frame([0xff; 6], MAC_B, 0x0800), t);
         decide(&mut fdb, &mut ev, D, B, &frame([0xff; 6], MAC_B, 0x0800), t);
         assert_eq!(ev.moved, 1);
-        assert_eq!(decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t), Verdict::Forward(B));
+        assert_eq!(
+            decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t),
+            Verdict::Forward(B)
+        );
     }
 
     #[test]
     fn domains_do_not_share_learning() {
         let (mut fdb, mut ev, t) = setup();
-        decide(&mut fdb, &mut ev, DomainId(1), B, &frame(MAC_A, MAC_B, 0x0800), t);
-        assert_eq!(decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t), Verdict::Flood);
+        decide(
+            &mut fdb,
+            &mut ev,
+            DomainId(1),
+            B,
+            &frame(MAC_A, MAC_B, 0x0800),
+            t,
+        );
+        assert_eq!(
+            decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t),
+            Verdict::Flood
+        );
     }
 }

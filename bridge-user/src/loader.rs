@@ -11,7 +11,9 @@ use aya::{
     programs::{ProgramError, Xdp, XdpMode},
     Ebpf, EbpfError,
 };
-use bridge_common::maps::{xsk_index, XdpPortStats, MAX_QUEUES_PER_PORT, PORT_SLOTS, XDP_STATS, XSKS};
+use bridge_common::maps::{
+    xsk_index, XdpPortStats, MAX_QUEUES_PER_PORT, PORT_SLOTS, XDP_STATS, XSKS,
+};
 
 use crate::control::XdpRow;
 
@@ -54,7 +56,11 @@ impl Loader {
     /// # Errors
     /// The object does not load or the verifier rejects the program.
     pub fn load() -> Result<Self, LoaderError> {
-        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bridge"))).map_err(LoaderError::Load)?;
+        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/bridge"
+        )))
+        .map_err(LoaderError::Load)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .expect("the embedded object has the program")
@@ -69,7 +75,13 @@ impl Loader {
     ///
     /// # Errors
     /// A map update failed, or the port has more queues than the map has room for.
-    pub fn register_port(&mut self, name: &str, slot: u32, ifindex: u32, sockets: &[(u32, RawFd)]) -> Result<(), LoaderError> {
+    pub fn register_port(
+        &mut self,
+        name: &str,
+        slot: u32,
+        ifindex: u32,
+        sockets: &[(u32, RawFd)],
+    ) -> Result<(), LoaderError> {
         if sockets.len() > MAX_QUEUES_PER_PORT as usize {
             return Err(LoaderError::TooManyQueues {
                 port: name.to_owned(),
@@ -79,10 +91,16 @@ impl Loader {
         }
         let mut xsks: XskMap<&mut MapData> = self.map_mut(XSKS)?;
         for &(queue, fd) in sockets {
-            xsks.set(xsk_index(slot, queue), fd, 0).map_err(|source| LoaderError::Map { name: XSKS, source })?;
+            xsks.set(xsk_index(slot, queue), fd, 0)
+                .map_err(|source| LoaderError::Map { name: XSKS, source })?;
         }
         let mut slots: HashMap<&mut MapData, u32, u32> = self.map_mut(PORT_SLOTS)?;
-        slots.insert(ifindex, slot, 0).map_err(|source| LoaderError::Map { name: PORT_SLOTS, source })?;
+        slots
+            .insert(ifindex, slot, 0)
+            .map_err(|source| LoaderError::Map {
+                name: PORT_SLOTS,
+                source,
+            })?;
         Ok(())
     }
 
@@ -91,11 +109,19 @@ impl Loader {
     /// # Errors
     /// The interface is gone, or already has an XDP program.
     pub fn attach(&mut self, port: &str) -> Result<(), LoaderError> {
-        let program: &mut Xdp = self.ebpf.program_mut(PROGRAM).expect("loaded").try_into().map_err(LoaderError::Program)?;
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .expect("loaded")
+            .try_into()
+            .map_err(LoaderError::Program)?;
         program
             .attach(port, XdpMode::Driver)
             .map(drop)
-            .map_err(|source| LoaderError::Attach { port: port.to_owned(), source })
+            .map_err(|source| LoaderError::Attach {
+                port: port.to_owned(),
+                source,
+            })
     }
 
     /// Takes the per-CPU statistics map out, for the control path to read.
@@ -103,11 +129,16 @@ impl Loader {
     /// # Errors
     /// The map is missing or of the wrong type (a build mismatch).
     pub fn take_xdp_stats(&mut self) -> Result<XdpStats, LoaderError> {
-        let map = self
-            .ebpf
-            .take_map(XDP_STATS)
-            .ok_or(LoaderError::Map { name: XDP_STATS, source: aya::maps::MapError::InvalidName { name: XDP_STATS.into() } })?;
-        let map = PerCpuArray::try_from(map).map_err(|source| LoaderError::Map { name: XDP_STATS, source })?;
+        let map = self.ebpf.take_map(XDP_STATS).ok_or(LoaderError::Map {
+            name: XDP_STATS,
+            source: aya::maps::MapError::InvalidName {
+                name: XDP_STATS.into(),
+            },
+        })?;
+        let map = PerCpuArray::try_from(map).map_err(|source| LoaderError::Map {
+            name: XDP_STATS,
+            source,
+        })?;
         Ok(XdpStats { map })
     }
 
@@ -115,10 +146,10 @@ impl Loader {
         &'a mut self,
         name: &'static str,
     ) -> Result<T, LoaderError> {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(LoaderError::Map { name, source: aya::maps::MapError::InvalidName { name: name.into() } })?;
+        let map = self.ebpf.map_mut(name).ok_or(LoaderError::Map {
+            name,
+            source: aya::maps::MapError::InvalidName { name: name.into() },
+        })?;
         T::try_from(map).map_err(|source| LoaderError::Map { name, source })
     }
 }

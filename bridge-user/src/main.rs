@@ -15,7 +15,9 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = match cli.command {
         CliCommand::Run { config } => {
             tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::try_from_env("VWIRE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+                .with_env_filter(
+                    EnvFilter::try_from_env("VWIRE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+                )
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
                 .init();
@@ -23,7 +25,9 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|config| daemon::run(&config, &cli.socket).map_err(anyhow::Error::from))
         }
-        CliCommand::Show { what, json } => cli::show(&cli.socket, what, json).map_err(anyhow::Error::from),
+        CliCommand::Show { what, json } => {
+            cli::show(&cli.socket, what, json).map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,7 +50,12 @@ impl DropCounters {
 
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.runt + self.invalid_src_mac + self.same_port + self.no_destination + self.tx_ring_full + self.umem_exhausted
+        self.runt
+            + self.invalid_src_mac
+            + self.same_port
+            + self.no_destination
+            + self.tx_ring_full
+            + self.umem_exhausted
     }
 }
 
@@ -101,7 +106,14 @@ mod tests {
             }
         }
         assert_eq!(
-            [drops.runt, drops.invalid_src_mac, drops.same_port, drops.no_destination, drops.tx_ring_full, drops.umem_exhausted],
+            [
+                drops.runt,
+                drops.invalid_src_mac,
+                drops.same_port,
+                drops.no_destination,
+                drops.tx_ring_full,
+                drops.umem_exhausted
+            ],
             [1, 2, 3, 4, 5, 6]
         );
         assert_eq!(drops.total(), 21);

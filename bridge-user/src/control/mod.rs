@@ -28,8 +28,9 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    ShowInterfaces,
-    ShowFdb,
+    // Empty struct variants, so `deny_unknown_fields` rejects stray keys.
+    ShowInterfaces {},
+    ShowFdb {},
 }
 
 /// The answer to a [`Request`]: `{"ok": ...}` or `{"error": "..."}`.
@@ -104,9 +105,12 @@ mod tests {
     #[test]
     fn requests_parse_and_reject_unknown_commands() {
         let r: Request = serde_json::from_str(r#"{"command":"show_fdb"}"#).unwrap();
-        assert_eq!(r, Request::ShowFdb);
+        assert_eq!(r, Request::ShowFdb {});
         let err = serde_json::from_str::<Request>(r#"{"command":"reboot"}"#).unwrap_err();
-        assert!(err.to_string().contains("unknown variant `reboot`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown variant `reboot`"),
+            "{err}"
+        );
         assert!(serde_json::from_str::<Request>(r#"{"command":"show_fdb","x":1}"#).is_err());
     }
 }

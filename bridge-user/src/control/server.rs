@@ -32,20 +32,28 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// # Errors
 /// The path is in use by a running daemon, or cannot be created.
 pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
-    let fail = |reason: String| DaemonError::ControlSocket { path: path.display().to_string(), reason };
+    let fail = |reason: String| DaemonError::ControlSocket {
+        path: path.display().to_string(),
+        reason,
+    };
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(fail("another vwire daemon is listening there".into()));
     }
     if path.exists() {
-        std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+        std::fs::remove_file(path)
+            .map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
     }
     let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
     // Root only: the socket controls the data plane.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail(e.to_string()))?;
-    listener.set_nonblocking(true).map_err(|e| fail(e.to_string()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| fail(e.to_string()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| fail(e.to_string()))?;
     Ok(listener)
 }
 
@@ -60,7 +68,11 @@ pub struct Handle {
 impl Handle {
     #[must_use]
     pub fn new(commands: Sender<Command>, wakeup: Arc<EventFd>, xdp: XdpStats) -> Self {
-        Self { commands, wakeup, xdp: Arc::new(Mutex::new(xdp)) }
+        Self {
+            commands,
+            wakeup,
+            xdp: Arc::new(Mutex::new(xdp)),
+        }
     }
 
     /// Queues a command and wakes the forwarder. Returns `false` if the forwarder is gone
@@ -85,14 +97,19 @@ impl Handle {
     /// Answers one request.
     pub async fn handle(&self, request: Request) -> Response {
         let result = match request {
-            Request::ShowInterfaces => self.ask(Command::ShowInterfaces).await.map(|mut status| {
-                let xdp = self.xdp.lock().expect("xdp stats lock");
-                for row in &mut status.interfaces {
-                    row.xdp = xdp.get(row.slot);
-                }
-                serde_json::to_value(status)
-            }),
-            Request::ShowFdb => self.ask(Command::ShowFdb).await.map(|rows| serde_json::to_value(serde_json::json!({ "entries": rows }))),
+            Request::ShowInterfaces {} => {
+                self.ask(Command::ShowInterfaces).await.map(|mut status| {
+                    let xdp = self.xdp.lock().expect("xdp stats lock");
+                    for row in &mut status.interfaces {
+                        row.xdp = xdp.get(row.slot);
+                    }
+                    serde_json::to_value(status)
+                })
+            }
+            Request::ShowFdb {} => self
+                .ask(Command::ShowFdb)
+                .await
+                .map(|rows| serde_json::to_value(serde_json::json!({ "entries": rows }))),
         };
         match result {
             Ok(Ok(value)) => Response::Ok(value),
@@ -141,7 +158,8 @@ async fn connection(stream: UnixStream, handle: &Handle) -> std::io::Result<()> 
             Err(e) => Response::Error(format!("invalid request: {e}")),
         },
     };
-    let mut out = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"error\":\"encoding\"}".to_vec());
+    let mut out =
+        serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"error\":\"encoding\"}".to_vec());
     out.push(b'\n');
     write.write_all(&out).await?;
     write.shutdown().await

@@ -33,7 +33,8 @@ impl Mmap {
     /// Maps a kernel ring of an AF_XDP socket at page offset `offset`.
     pub fn ring(fd: BorrowedFd<'_>, len: usize, offset: u64) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
-        let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: maps a region the kernel owns for this socket; the kernel validates len/offset.
         let ptr = unsafe {
             libc::mmap(

@@ -14,7 +14,10 @@
 //! - Frame bytes are reached only through [`Umem::frame`] / [`Umem::frame_mut`], which are
 //!   `unsafe` because only the owner of a frame (see above) may touch it.
 //! - Nothing here knows about bridging.
-#![allow(unsafe_code, reason = "the only module that talks to the kernel's AF_XDP ABI")]
+#![allow(
+    unsafe_code,
+    reason = "the only module that talks to the kernel's AF_XDP ABI"
+)]
 
 mod mmap;
 pub mod ring;

@@ -155,7 +155,11 @@ impl<T: Copy> Producer<T> {
     pub fn reserve(&mut self, want: u32) -> u32 {
         let mut free = self.cached_end.wrapping_sub(self.cached_prod);
         if free < want {
-            self.cached_end = self.ring.consumer().load(Ordering::Acquire).wrapping_add(self.ring.size);
+            self.cached_end = self
+                .ring
+                .consumer()
+                .load(Ordering::Acquire)
+                .wrapping_add(self.ring.size);
             free = self.cached_end.wrapping_sub(self.cached_prod);
         }
         free.min(want)
@@ -164,19 +168,26 @@ impl<T: Copy> Producer<T> {
     /// Writes the `i`th reserved slot.
     pub fn set(&mut self, i: u32, value: T) {
         // SAFETY: the slot is reserved (not visible to the consumer until `submit`).
-        unsafe { self.ring.slot(self.cached_prod.wrapping_add(i)).write(value) };
+        unsafe {
+            self.ring
+                .slot(self.cached_prod.wrapping_add(i))
+                .write(value)
+        };
     }
 
     /// Publishes the first `n` reserved slots.
     pub fn submit(&mut self, n: u32) {
         self.cached_prod = self.cached_prod.wrapping_add(n);
-        self.ring.producer().store(self.cached_prod, Ordering::Release);
+        self.ring
+            .producer()
+            .store(self.cached_prod, Ordering::Release);
     }
 
     /// Entries submitted that the consumer has not taken yet.
     #[must_use]
     pub fn pending(&self) -> u32 {
-        self.cached_prod.wrapping_sub(self.ring.consumer().load(Ordering::Acquire))
+        self.cached_prod
+            .wrapping_sub(self.ring.consumer().load(Ordering::Acquire))
     }
 
     /// The kernel asked to be woken (`sendto`/`recvfrom`) before it looks at this ring.
@@ -227,7 +238,9 @@ impl<T: Copy> Consumer<T> {
     /// Hands the first `n` peeked slots back to the producer.
     pub fn release(&mut self, n: u32) {
         self.cached_cons = self.cached_cons.wrapping_add(n);
-        self.ring.consumer().store(self.cached_cons, Ordering::Release);
+        self.ring
+            .consumer()
+            .store(self.cached_cons, Ordering::Release);
     }
 
     #[must_use]
@@ -253,7 +266,12 @@ pub mod testing {
         let len = layout.descs + size as usize * size_of::<T>();
         let map = Arc::new(Mmap::anonymous(len).expect("anonymous mmap"));
         // SAFETY: the layout fits in `len` bytes and every field is suitably aligned.
-        unsafe { (Producer::new(map.clone(), layout, size), Consumer::new(map, layout, size)) }
+        unsafe {
+            (
+                Producer::new(map.clone(), layout, size),
+                Consumer::new(map, layout, size),
+            )
+        }
     }
 }
 

@@ -98,25 +98,45 @@ impl Socket {
             sys::set_xdp_opt(fd.as_fd(), libc::XDP_UMEM_REG, &umem.registration())
                 .map_err(err("setsockopt(XDP_UMEM_REG)"))?;
         }
-        sys::set_xdp_opt(fd.as_fd(), libc::XDP_UMEM_FILL_RING, &size).map_err(err("setsockopt(XDP_UMEM_FILL_RING)"))?;
+        sys::set_xdp_opt(fd.as_fd(), libc::XDP_UMEM_FILL_RING, &size)
+            .map_err(err("setsockopt(XDP_UMEM_FILL_RING)"))?;
         sys::set_xdp_opt(fd.as_fd(), libc::XDP_UMEM_COMPLETION_RING, &size)
             .map_err(err("setsockopt(XDP_UMEM_COMPLETION_RING)"))?;
-        sys::set_xdp_opt(fd.as_fd(), libc::XDP_RX_RING, &size).map_err(err("setsockopt(XDP_RX_RING)"))?;
-        sys::set_xdp_opt(fd.as_fd(), libc::XDP_TX_RING, &size).map_err(err("setsockopt(XDP_TX_RING)"))?;
+        sys::set_xdp_opt(fd.as_fd(), libc::XDP_RX_RING, &size)
+            .map_err(err("setsockopt(XDP_RX_RING)"))?;
+        sys::set_xdp_opt(fd.as_fd(), libc::XDP_TX_RING, &size)
+            .map_err(err("setsockopt(XDP_TX_RING)"))?;
         // Older kernels lack the option; they send 32 frames per kick, which still works.
         let _ = sys::set_xdp_opt(fd.as_fd(), XDP_MAX_TX_SKB_BUDGET, &size.cast_signed());
 
-        let (offsets, _) = sys::get_xdp_opt::<libc::xdp_mmap_offsets>(fd.as_fd(), libc::XDP_MMAP_OFFSETS)
-            .map_err(err("getsockopt(XDP_MMAP_OFFSETS)"))?;
-        let map = |off: libc::xdp_ring_offset, entry: usize, pgoff: u64| -> Result<(Arc<Mmap>, Layout), XskError> {
+        let (offsets, _) =
+            sys::get_xdp_opt::<libc::xdp_mmap_offsets>(fd.as_fd(), libc::XDP_MMAP_OFFSETS)
+                .map_err(err("getsockopt(XDP_MMAP_OFFSETS)"))?;
+        let map = |off: libc::xdp_ring_offset,
+                   entry: usize,
+                   pgoff: u64|
+         -> Result<(Arc<Mmap>, Layout), XskError> {
             let len = off.desc as usize + size as usize * entry;
             let m = Mmap::ring(fd.as_fd(), len, pgoff).map_err(err("mmap(ring)"))?;
             Ok((Arc::new(m), Layout::from(off)))
         };
-        let (rx_map, rx_layout) = map(offsets.rx, size_of::<Desc>(), libc::XDP_PGOFF_RX_RING as u64)?;
-        let (tx_map, tx_layout) = map(offsets.tx, size_of::<Desc>(), libc::XDP_PGOFF_TX_RING as u64)?;
-        let (fill_map, fill_layout) = map(offsets.fr, size_of::<u64>(), libc::XDP_UMEM_PGOFF_FILL_RING)?;
-        let (comp_map, comp_layout) = map(offsets.cr, size_of::<u64>(), libc::XDP_UMEM_PGOFF_COMPLETION_RING)?;
+        let (rx_map, rx_layout) = map(
+            offsets.rx,
+            size_of::<Desc>(),
+            libc::XDP_PGOFF_RX_RING as u64,
+        )?;
+        let (tx_map, tx_layout) = map(
+            offsets.tx,
+            size_of::<Desc>(),
+            libc::XDP_PGOFF_TX_RING as u64,
+        )?;
+        let (fill_map, fill_layout) =
+            map(offsets.fr, size_of::<u64>(), libc::XDP_UMEM_PGOFF_FILL_RING)?;
+        let (comp_map, comp_layout) = map(
+            offsets.cr,
+            size_of::<u64>(),
+            libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+        )?;
         // SAFETY: each layout comes from XDP_MMAP_OFFSETS for the mapping it is paired with,
         // with the ring size configured above (a power of two).
         let (rx, tx, fill, completion) = unsafe {
@@ -169,7 +189,14 @@ impl Socket {
     pub fn kick_tx(&self) -> io::Result<bool> {
         match sys::kick_tx(self.fd.as_fd()) {
             Ok(()) => Ok(true),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
@@ -186,7 +213,8 @@ impl Socket {
     /// # Errors
     /// `getsockopt` failed.
     pub fn stats(&self) -> io::Result<SocketStats> {
-        let (s, _) = sys::get_xdp_opt::<libc::xdp_statistics>(self.fd.as_fd(), libc::XDP_STATISTICS)?;
+        let (s, _) =
+            sys::get_xdp_opt::<libc::xdp_statistics>(self.fd.as_fd(), libc::XDP_STATISTICS)?;
         Ok(SocketStats {
             rx_dropped: s.rx_dropped,
             rx_invalid_descs: s.rx_invalid_descs,

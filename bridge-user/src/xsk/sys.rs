@@ -28,17 +28,33 @@ pub fn set_xdp_opt<T: Copy>(fd: BorrowedFd<'_>, name: libc::c_int, value: &T) ->
     let len = libc::socklen_t::try_from(size_of::<T>()).expect("option fits socklen_t");
     // SAFETY: `value` points to `len` readable bytes for the duration of the call.
     check(unsafe {
-        libc::setsockopt(fd.as_raw_fd(), libc::SOL_XDP, name, std::ptr::from_ref(value).cast(), len)
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            name,
+            std::ptr::from_ref(value).cast(),
+            len,
+        )
     })
     .map(drop)
 }
 
 /// `setsockopt(SOL_SOCKET, name, int)`.
-pub fn set_socket_opt_int(fd: BorrowedFd<'_>, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+pub fn set_socket_opt_int(
+    fd: BorrowedFd<'_>,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     let len = libc::socklen_t::try_from(size_of::<libc::c_int>()).expect("int fits socklen_t");
     // SAFETY: `value` is a live int of `len` bytes.
     check(unsafe {
-        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, name, std::ptr::from_ref(&value).cast(), len)
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            std::ptr::from_ref(&value).cast(),
+            len,
+        )
     })
     .map(drop)
 }
@@ -51,7 +67,13 @@ pub fn get_xdp_opt<T: Copy>(fd: BorrowedFd<'_>, name: libc::c_int) -> io::Result
     let mut len = libc::socklen_t::try_from(size_of::<T>()).expect("option fits socklen_t");
     // SAFETY: `value` has room for `len` bytes and outlives the call.
     check(unsafe {
-        libc::getsockopt(fd.as_raw_fd(), libc::SOL_XDP, name, std::ptr::from_mut(&mut value).cast(), &raw mut len)
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            name,
+            std::ptr::from_mut(&mut value).cast(),
+            &raw mut len,
+        )
     })?;
     Ok((value, len as usize))
 }
@@ -69,7 +91,14 @@ pub fn bind_xdp(fd: BorrowedFd<'_>, addr: &libc::sockaddr_xdp) -> io::Result<()>
 pub fn kick_tx(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: a zero-length sendto with no buffer and no address is the documented AF_XDP kick.
     check(unsafe {
-        libc::sendto(fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
+        libc::sendto(
+            fd.as_raw_fd(),
+            std::ptr::null(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+            0,
+        )
     } as libc::c_int)
     .map(drop)
 }
@@ -78,7 +107,14 @@ pub fn kick_tx(fd: BorrowedFd<'_>) -> io::Result<()> {
 pub fn kick_rx(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: a zero-length, non-blocking recvfrom is the documented AF_XDP rx wakeup.
     check(unsafe {
-        libc::recvfrom(fd.as_raw_fd(), std::ptr::null_mut(), 0, libc::MSG_DONTWAIT, std::ptr::null_mut(), std::ptr::null_mut())
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
     } as libc::c_int)
     .map(drop)
 }
@@ -147,7 +183,8 @@ pub fn raise_memlock_rlimit() -> io::Result<()> {
 /// # Errors
 /// `NotFound` if there is no such interface.
 pub fn if_nametoindex(name: &str) -> io::Result<u32> {
-    let c_name = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c_name =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `c_name` is a valid NUL-terminated string for the duration of the call.
     match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
         0 => Err(io::Error::last_os_error()),

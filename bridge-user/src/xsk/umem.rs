@@ -85,7 +85,10 @@ impl Umem {
     /// If the range is not inside one frame (a kernel or caller bug).
     #[must_use]
     pub unsafe fn frame(&self, addr: u64, len: usize) -> &[u8] {
-        assert!(self.contains(addr, len), "frame range {addr:#x}+{len} outside the UMEM");
+        assert!(
+            self.contains(addr, len),
+            "frame range {addr:#x}+{len} outside the UMEM"
+        );
         // SAFETY: in bounds (checked above); the caller guarantees no concurrent writer.
         unsafe { std::slice::from_raw_parts(self.area.as_ptr().add(addr as usize), len) }
     }
@@ -97,10 +100,16 @@ impl Umem {
     ///
     /// # Panics
     /// If the range is not inside one frame.
-    #[expect(clippy::mut_from_ref, reason = "frames are disjoint; ownership is by descriptor, see module docs")]
+    #[expect(
+        clippy::mut_from_ref,
+        reason = "frames are disjoint; ownership is by descriptor, see module docs"
+    )]
     #[must_use]
     pub unsafe fn frame_mut(&self, addr: u64, len: usize) -> &mut [u8] {
-        assert!(self.contains(addr, len), "frame range {addr:#x}+{len} outside the UMEM");
+        assert!(
+            self.contains(addr, len),
+            "frame range {addr:#x}+{len} outside the UMEM"
+        );
         // SAFETY: in bounds; the caller guarantees exclusive ownership of this frame.
         unsafe { std::slice::from_raw_parts_mut(self.area.as_ptr().add(addr as usize), len) }
     }

@@ -39,6 +39,22 @@ pub enum CliCommand {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Add or remove ports of the running daemon.
+    Port {
+        #[command(subcommand)]
+        action: PortAction,
+        /// Print the daemon's JSON answer.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Manage the MAC table of the running daemon.
+    Fdb {
+        #[command(subcommand)]
+        action: FdbAction,
+        /// Print the daemon's JSON answer.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Show the running daemon's state.
     Show {
         #[command(subcommand)]
@@ -49,12 +65,115 @@ pub enum CliCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PortAction {
+    /// Attach an interface (host end of a client wire) to a bridge domain.
+    Add {
+        /// The interface, in the daemon's network namespace.
+        name: String,
+        /// The bridge domain (created if it does not exist).
+        #[arg(long, short)]
+        domain: String,
+        /// Access port in this VLAN (default: access VLAN 1).
+        #[arg(long, conflicts_with = "trunk")]
+        vlan: Option<u16>,
+        /// Trunk port carrying these VLANs tagged, e.g. 100,200.
+        #[arg(long, value_delimiter = ',')]
+        trunk: Option<Vec<u16>>,
+        /// The trunk's untagged (native) VLAN.
+        #[arg(long, requires = "trunk")]
+        native: Option<u16>,
+    },
+    /// Detach a port; its learned MACs are forgotten.
+    Del { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FdbAction {
+    /// Add a static entry: frames to MAC go to PORT, whatever learning sees.
+    Add {
+        mac: String,
+        #[arg(long, short)]
+        port: String,
+        /// Default: the port's access or native VLAN.
+        #[arg(long)]
+        vlan: Option<u16>,
+    },
+    /// Delete the entry (static or learned) for MAC.
+    Del {
+        mac: String,
+        #[arg(long, short)]
+        domain: String,
+        /// Default: VLAN 1.
+        #[arg(long)]
+        vlan: Option<u16>,
+    },
+    /// Forget learned entries (static ones stay), of one domain or port if given.
+    Flush {
+        #[arg(long, short)]
+        domain: Option<String>,
+        #[arg(long, short)]
+        port: Option<String>,
+    },
+}
+
+impl PortAction {
+    #[must_use]
+    pub fn request(self) -> Request {
+        match self {
+            Self::Add {
+                name,
+                domain,
+                vlan,
+                trunk,
+                native,
+            } => Request::PortAdd {
+                name,
+                domain,
+                vlan,
+                trunk,
+                native,
+            },
+            Self::Del { name } => Request::PortDel { name },
+        }
+    }
+}
+
+impl FdbAction {
+    #[must_use]
+    pub fn request(self) -> Request {
+        match self {
+            Self::Add { mac, port, vlan } => Request::FdbAdd { mac, port, vlan },
+            Self::Del { mac, domain, vlan } => Request::FdbDel { mac, domain, vlan },
+            Self::Flush { domain, port } => Request::FdbFlush { domain, port },
+        }
+    }
+}
+
+/// Sends a change request and prints the answer: JSON, or a one-line summary.
+///
+/// # Errors
+/// As [`request`].
+pub fn change(socket: &Path, req: &Request, json: bool) -> Result<(), ClientError> {
+    let value = request(socket, req)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else if let Some(n) = value.get("flushed") {
+        println!("flushed {n} entries");
+    } else {
+        println!("ok");
+    }
+    Ok(())
+}
+
 #[derive(Debug, Subcommand, Clone, Copy)]
 pub enum ShowWhat {
     /// Per-port counters: rx/tx frames and bytes, drops by reason, XDP and AF_XDP counters.
     Interfaces,
     /// The MAC learning table.
     Fdb,
+    /// Bridge domains and their ports.
+    BridgeDomains,
 }
 
 /// Errors talking to the daemon.
@@ -105,6 +224,7 @@ pub fn show(socket: &Path, what: ShowWhat, json: bool) -> Result<(), ClientError
     let req = match what {
         ShowWhat::Interfaces => Request::ShowInterfaces {},
         ShowWhat::Fdb => Request::ShowFdb {},
+        ShowWhat::BridgeDomains => Request::ShowBridgeDomains {},
     };
     let value = request(socket, &req)?;
     if json {
@@ -114,6 +234,7 @@ pub fn show(socket: &Path, what: ShowWhat, json: bool) -> Result<(), ClientError
     match what {
         ShowWhat::Interfaces => print!("{}", interfaces_table(&value)),
         ShowWhat::Fdb => print!("{}", fdb_table(&value)),
+        ShowWhat::BridgeDomains => print!("{}", domains_table(&value)),
     }
     Ok(())
 }
@@ -204,6 +325,30 @@ pub fn interfaces_table(status: &Value) -> String {
             u(fdb, "aged_out"),
             u(fdb, "table_full")
         );
+    }
+    out
+}
+
+/// `show bridge-domains` as a table.
+#[must_use]
+pub fn domains_table(value: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    for d in value
+        .get("bridge_domains")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+    {
+        let ports = d.get("ports").and_then(Value::as_array).unwrap_or(&empty);
+        out += &format!(
+            "bridge-domain {}: {} ports, {} fdb entries\n",
+            s(d, "name"),
+            ports.len(),
+            u(d, "fdb_entries")
+        );
+        for p in ports {
+            out += &format!("  {:<15} {}\n", s(p, "name"), s(p, "mode"));
+        }
     }
     out
 }

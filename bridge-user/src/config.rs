@@ -9,7 +9,11 @@
 //!
 //! [[bridge_domain]]
 //! name = "vwire"
-//! ports = ["vw-a", "vw-b"]      # host-side interface names
+//! ports = [
+//!   "vw-a",                                       # access port in VLAN 1
+//!   { name = "vw-b", vlan = 100 },                # access port in VLAN 100
+//!   { name = "vw-c", trunk = [100, 200], native = 1 },  # trunk
+//! ]
 //! ```
 //!
 //! Validation names the offending key and value, and checks everything before anything is
@@ -18,6 +22,8 @@
 use std::{collections::HashSet, path::Path, time::Duration};
 
 use serde::Deserialize;
+
+use crate::{control::VlanSpec, port::check_interface_name, vlan::PortMode};
 
 /// A config problem, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +57,24 @@ struct ConfigFile {
 struct DomainFile {
     name: String,
     #[serde(default)]
-    ports: Vec<String>,
+    ports: Vec<PortFile>,
+}
+
+/// A port: just its name (access VLAN 1), or a table with its VLAN mode.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PortFile {
+    Name(String),
+    Table(PortTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortTable {
+    name: String,
+    vlan: Option<u16>,
+    trunk: Option<Vec<u16>>,
+    native: Option<u16>,
 }
 
 /// A validated configuration.
@@ -68,7 +91,13 @@ pub struct BridgeConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainConfig {
     pub name: String,
-    pub ports: Vec<String>,
+    pub ports: Vec<PortConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    pub name: String,
+    pub mode: PortMode,
 }
 
 impl BridgeConfig {
@@ -77,8 +106,6 @@ impl BridgeConfig {
     pub const DEFAULT_UMEM_FRAMES: u32 = 16_384;
     pub const DEFAULT_RING_SIZE: u32 = 1024;
     pub const DEFAULT_SPIN_US: u64 = 20;
-    /// Linux's IFNAMSIZ minus the terminating NUL.
-    const MAX_IFNAME_LEN: usize = 15;
 
     /// Reads and validates a config file.
     ///
@@ -148,26 +175,51 @@ impl BridgeConfig {
         }
         let mut domain_names = HashSet::new();
         let mut port_names = HashSet::new();
+        let mut domains = Vec::with_capacity(file.bridge_domain.len());
         for d in &file.bridge_domain {
+            let mut ports = Vec::with_capacity(d.ports.len());
             if d.name.is_empty() {
                 return invalid("a bridge_domain has an empty name".into());
             }
             if !domain_names.insert(d.name.as_str()) {
                 return invalid(format!("bridge_domain \"{}\" is defined twice", d.name));
             }
-            for p in &d.ports {
-                if p.is_empty() || p.len() > Self::MAX_IFNAME_LEN || p.contains(['/', ' ', '\0']) {
-                    return invalid(format!(
-                        "bridge_domain \"{}\": port \"{p}\" is not a valid interface name (1-15 characters, no '/' or spaces)",
-                        d.name
-                    ));
+            for port in &d.ports {
+                let (p, mode) = match port {
+                    PortFile::Name(name) => (name, PortMode::default()),
+                    PortFile::Table(t) => (
+                        &t.name,
+                        VlanSpec {
+                            vlan: t.vlan,
+                            trunk: t.trunk.clone(),
+                            native: t.native,
+                        }
+                        .to_mode()
+                        .map_err(|e| {
+                            ConfigError::Invalid(format!(
+                                "bridge_domain \"{}\": port \"{}\": {e}",
+                                d.name, t.name
+                            ))
+                        })?,
+                    ),
+                };
+                if let Err(e) = check_interface_name(p) {
+                    return invalid(format!("bridge_domain \"{}\": port {e}", d.name));
                 }
                 if !port_names.insert(p.as_str()) {
                     return invalid(format!(
                         "port \"{p}\" is listed twice; a port belongs to one bridge domain"
                     ));
                 }
+                ports.push(PortConfig {
+                    name: p.clone(),
+                    mode,
+                });
             }
+            domains.push(DomainConfig {
+                name: d.name.clone(),
+                ports,
+            });
         }
         if port_names.len() > bridge_common::maps::MAX_PORTS as usize {
             return invalid(format!(
@@ -182,14 +234,7 @@ impl BridgeConfig {
             umem_frames: frames,
             ring_size: ring,
             spin: Duration::from_micros(spin),
-            domains: file
-                .bridge_domain
-                .into_iter()
-                .map(|d| DomainConfig {
-                    name: d.name,
-                    ports: d.ports,
-                })
-                .collect(),
+            domains,
         })
     }
 }
@@ -214,7 +259,12 @@ mod tests {
             c.domains,
             vec![DomainConfig {
                 name: "vwire".into(),
-                ports: vec!["a".into(), "b".into()]
+                ports: ["a", "b"]
+                    .map(|name| PortConfig {
+                        name: name.into(),
+                        mode: PortMode::default()
+                    })
+                    .to_vec()
             }]
         );
     }
@@ -237,6 +287,33 @@ mod tests {
             ),
             (Duration::from_secs(10), 5, 2048, 256, Duration::ZERO, 2)
         );
+    }
+
+    #[test]
+    fn port_vlan_modes() {
+        let c = BridgeConfig::from_toml(
+            "[[bridge_domain]]\nname = \"x\"\nports = [\"a\", { name = \"b\", vlan = 100 }, { name = \"c\", trunk = [100, 200], native = 1 }]\n",
+        )
+        .unwrap();
+        let modes: Vec<String> = c.domains[0]
+            .ports
+            .iter()
+            .map(|p| p.mode.to_string())
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                "access vlan 1",
+                "access vlan 100",
+                "trunk [100,200] native 1"
+            ]
+        );
+        let e = err("[[bridge_domain]]\nname = \"x\"\nports = [{ name = \"b\", vlan = 5000 }]");
+        assert!(e.contains("port \"b\": vlan 5000 is not a VLAN ID"), "{e}");
+        let e = err(
+            "[[bridge_domain]]\nname = \"x\"\nports = [{ name = \"b\", vlan = 5, trunk = [6] }]",
+        );
+        assert!(e.contains("not both"), "{e}");
     }
 
     #[test]

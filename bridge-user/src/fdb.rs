@@ -133,6 +133,18 @@ impl Fdb {
         before - self.entries.len()
     }
 
+    /// Removes one entry, static or learned; returns whether there was one.
+    pub fn remove(&mut self, key: &FdbKey) -> bool {
+        self.entries.remove(key).is_some()
+    }
+
+    /// Removes the learned entries `select` picks; static entries stay. Returns how many.
+    pub fn flush_dynamic(&mut self, select: impl Fn(&FdbKey, &FdbEntry) -> bool) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|k, e| e.is_static || !select(k, e));
+        before - self.entries.len()
+    }
+
     /// Adds or replaces a static entry, which the learning of other ports cannot move.
     pub fn insert_static(&mut self, key: FdbKey, port: PortId, now: Instant) {
         self.entries.insert(
@@ -257,6 +269,19 @@ mod tests {
         assert_eq!(fdb.learn(key(1), PortId(1), t0), Learned::StaticConflict);
         assert_eq!(fdb.expire(t0 + AGE * 10), 0);
         assert_eq!(fdb.lookup(&key(1), t0 + AGE * 10), Lookup::Hit(PortId(0)));
+    }
+
+    #[test]
+    fn flush_dynamic_keeps_static_entries() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::new(AGE, 16);
+        fdb.insert_static(key(1), PortId(0), t0);
+        fdb.learn(key(2), PortId(0), t0);
+        fdb.learn(key(3), PortId(1), t0);
+        assert_eq!(fdb.flush_dynamic(|_, e| e.port == PortId(0)), 1);
+        assert_eq!(fdb.len(), 2);
+        assert!(fdb.remove(&key(1)));
+        assert!(!fdb.remove(&key(1)));
     }
 
     #[test]

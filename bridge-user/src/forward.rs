@@ -1,12 +1,12 @@
-//! The forwarding loop: rx batch -> classify -> learn -> lookup -> stage per egress port ->
-//! one tx ring write and kick per port.
+//! The forwarding loop: rx batch -> classify (VLAN) -> learn -> lookup -> stage per egress
+//! port (tag pushed or popped in place) -> one tx ring write and kick per port.
 //!
-//! The [`Forwarder`] is the only owner of the ports, the FDB and the UMEM free list; the
+//! The [`Forwarder`] is the only owner of the ports, the FDB and the UMEM frames; the
 //! control path reaches them only through [`Command`]s drained between turns, so the loop
 //! takes no locks. Work per turn is bounded ([`RX_BATCH`] descriptors per socket), so
 //! completions, refills and commands are never starved by a busy port.
 //!
-//! Frame ownership: a frame is on the free list, or on exactly one kernel ring (fill, rx,
+//! Frame ownership: a frame is free, or lent to exactly one port's kernel rings (fill, rx,
 //! tx, completion), or — only within a turn — in one port's `tx_stage`. A flood copies the
 //! frame into fresh frames for all but the last egress port; the original goes to the last.
 //! [`Forwarder::accounting`] checks that nothing leaked.
@@ -16,6 +16,7 @@
 //! no CPU.
 
 use std::{
+    os::fd::AsFd,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -25,17 +26,22 @@ use crossbeam_channel::Receiver;
 use tracing::{debug, info, warn};
 
 use crate::{
-    control::{Command, FdbRow, InterfaceRow, Status, UmemRow},
+    control::{
+        Command, DomainPortRow, DomainRow, EntrySelector, FdbRow, InterfaceRow, PortAdded,
+        PortGone, PortRemoved, PortSpec, StaticEntry, Status, UmemRow,
+    },
     fdb::{Fdb, FdbKey, Learned, Lookup},
+    frames::Frames,
     metrics::{DropReason, FdbCounters},
     port::{DomainId, Port, PortId},
-    xsk::{self, sys::EventFd, Desc, Umem},
+    vlan::{self, Egress, PortMode},
+    xsk::{self, sys::EventFd, Desc, Socket, SocketConfig, Umem},
 };
 
 /// Most descriptors taken from one rx ring per turn.
 pub const RX_BATCH: u32 = 64;
-/// How often aged FDB entries are swept.
-const EXPIRE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often aged FDB entries are swept and vanished interfaces looked for.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Tuning knobs of the loop.
 #[derive(Clone, Copy, Debug)]
@@ -43,14 +49,33 @@ pub struct LoopConfig {
     /// After a turn with work, keep polling the rings this long before sleeping in `poll`.
     /// Zero sleeps at once; a few tens of microseconds saves wakeups under load.
     pub spin: Duration,
+    pub socket: SocketConfig,
 }
 
-/// What to do with one received frame.
+/// Where a received frame goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Forward(PortId),
     Flood,
     Drop(DropReason),
+}
+
+/// A classified frame: its VLAN, whether it arrived tagged, and where it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub vlan: VlanId,
+    pub tagged: bool,
+}
+
+impl Decision {
+    fn drop(reason: DropReason) -> Self {
+        Self {
+            verdict: Verdict::Drop(reason),
+            vlan: VlanId::DEFAULT,
+            tagged: false,
+        }
+    }
 }
 
 /// A bridge domain: a set of ports that form one L2 segment.
@@ -77,7 +102,8 @@ impl Accounting {
     }
 }
 
-/// Classifies a frame, learns its source and decides where it goes.
+/// Classifies a frame against its ingress port's VLAN mode, learns its source and decides
+/// where it goes.
 ///
 /// Pure bridging logic over the FDB: no sockets, so it is unit-tested directly.
 pub fn decide(
@@ -85,17 +111,22 @@ pub fn decide(
     events: &mut FdbCounters,
     domain: DomainId,
     ingress: PortId,
+    mode: &PortMode,
     frame: &[u8],
     now: Instant,
-) -> Verdict {
+) -> Decision {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return Verdict::Drop(DropReason::Runt);
+        return Decision::drop(DropReason::Runt);
     };
     let src = eth.src_addr();
     if !src.is_valid_source() {
-        return Verdict::Drop(DropReason::InvalidSrcMac);
+        return Decision::drop(DropReason::InvalidSrcMac);
     }
-    let vlan = VlanId::DEFAULT;
+    let ingress_vlan = match mode.classify(&eth) {
+        Ok(i) => i,
+        Err(reason) => return Decision::drop(reason),
+    };
+    let vlan = ingress_vlan.vlan;
     match fdb.learn(
         FdbKey {
             domain,
@@ -111,28 +142,49 @@ pub fn decide(
         Learned::Refreshed | Learned::StaticConflict => {}
     }
     let dst: MacAddr = eth.dst_addr();
-    if dst.is_multicast() {
-        return Verdict::Flood;
+    let verdict = if dst.is_multicast() {
+        Verdict::Flood
+    } else {
+        match fdb.lookup(
+            &FdbKey {
+                domain,
+                vlan,
+                mac: dst,
+            },
+            now,
+        ) {
+            Lookup::Hit(port) if port == ingress => Verdict::Drop(DropReason::SamePort),
+            Lookup::Hit(port) => Verdict::Forward(port),
+            Lookup::Miss => Verdict::Flood,
+        }
+    };
+    Decision {
+        verdict,
+        vlan,
+        tagged: ingress_vlan.tagged,
     }
-    match fdb.lookup(
-        &FdbKey {
-            domain,
-            vlan,
-            mac: dst,
-        },
-        now,
-    ) {
-        Lookup::Hit(port) if port == ingress => Verdict::Drop(DropReason::SamePort),
-        Lookup::Hit(port) => Verdict::Forward(port),
-        Lookup::Miss => Verdict::Flood,
-    }
+}
+
+/// A port-management failure, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("port {0} already exists")]
+    Exists(String),
+    #[error("no such port {0}")]
+    Unknown(String),
+    #[error("no such bridge domain {0}")]
+    UnknownDomain(String),
+    #[error("all {0} port slots are in use")]
+    NoSlot(u32),
+    #[error(transparent)]
+    Bind(#[from] xsk::XskError),
 }
 
 /// The data plane: owns the UMEM, the ports and the FDB.
 #[derive(Debug)]
 pub struct Forwarder {
     umem: Umem,
-    free: Vec<u64>,
+    frames: Frames,
     /// Indexed by `PortId`; `None` for a free slot.
     ports: Vec<Option<Port>>,
     domains: Vec<Domain>,
@@ -143,42 +195,153 @@ pub struct Forwarder {
     config: LoopConfig,
     commands: Receiver<Command>,
     wakeup: Arc<EventFd>,
-    last_expire: Instant,
-    /// Scratch for one rx batch, so the hot path allocates nothing.
+    port_gone: tokio::sync::mpsc::UnboundedSender<PortGone>,
+    last_housekeeping: Instant,
+    /// Scratch for one rx batch and one flood, so the hot path allocates nothing.
     batch: Vec<Desc>,
+    flood_targets: Vec<(PortId, Egress)>,
     pollfds: Vec<libc::pollfd>,
 }
 
 impl Forwarder {
-    /// Takes ownership of bound ports; every UMEM frame starts on the free list.
+    /// A forwarder with no ports; every UMEM frame starts free.
     #[must_use]
     pub fn new(
         umem: Umem,
-        ports: Vec<Option<Port>>,
-        domains: Vec<Domain>,
         fdb: Fdb,
         config: LoopConfig,
         commands: Receiver<Command>,
         wakeup: Arc<EventFd>,
+        port_gone: tokio::sync::mpsc::UnboundedSender<PortGone>,
     ) -> Self {
-        let free: Vec<u64> = umem.frames().collect();
+        let frames = Frames::new(umem.frame_count(), umem.frame_size());
         let mut fwd = Self {
             umem,
-            free,
-            ports,
-            domains,
+            frames,
+            ports: Vec::new(),
+            domains: Vec::new(),
             fdb,
             fdb_counters: FdbCounters::default(),
             fill_target: 0,
             config,
             commands,
             wakeup,
-            last_expire: Instant::now(),
+            port_gone,
+            last_housekeeping: Instant::now(),
             batch: Vec::with_capacity(RX_BATCH as usize),
+            flood_targets: Vec::new(),
             pollfds: Vec::new(),
         };
         fwd.ports_changed();
         fwd
+    }
+
+    /// Creates a bridge domain if it does not exist yet.
+    pub fn ensure_domain(&mut self, name: &str) -> DomainId {
+        let index = self
+            .domains
+            .iter()
+            .position(|d| d.name == name)
+            .unwrap_or_else(|| {
+                self.domains.push(Domain {
+                    name: name.to_owned(),
+                    members: Vec::new(),
+                });
+                self.domains.len() - 1
+            });
+        DomainId(u16::try_from(index).expect("fewer domains than ports"))
+    }
+
+    /// Binds one socket per rx queue of a port and adds it to its domain. Frames arrive
+    /// once the caller has published the sockets in the XSKMAP and attached XDP.
+    ///
+    /// # Errors
+    /// The port exists, there is no free slot, or a socket cannot be bound.
+    pub fn add_port(&mut self, spec: PortSpec) -> Result<PortAdded, PortError> {
+        if self.ports.iter().flatten().any(|p| p.name == spec.name) {
+            return Err(PortError::Exists(spec.name));
+        }
+        let max = bridge_common::maps::MAX_PORTS;
+        let slot = match self.ports.iter().position(Option::is_none) {
+            Some(s) => s,
+            None if self.ports.len() < max as usize => {
+                self.ports.push(None);
+                self.ports.len() - 1
+            }
+            None => return Err(PortError::NoSlot(max)),
+        };
+        let mut sockets: Vec<Socket> = Vec::with_capacity(spec.queues as usize);
+        for queue in 0..spec.queues {
+            // Any bound socket shares the UMEM; the very first one registers it.
+            let shared = self
+                .ports
+                .iter()
+                .flatten()
+                .flat_map(|p| p.sockets.first())
+                .next()
+                .or(sockets.first());
+            let socket = Socket::bind(
+                &self.umem,
+                &spec.name,
+                spec.ifindex,
+                queue,
+                shared.map(AsFd::as_fd),
+                self.config.socket,
+            )?;
+            sockets.push(socket);
+        }
+        let domain = self.ensure_domain(&spec.domain);
+        let id = PortId(u32::try_from(slot).expect("slot fits u32"));
+        self.domains[usize::from(domain.0)].members.push(id);
+        let fds = sockets.iter().map(|s| (s.queue(), s.raw_fd())).collect();
+        info!(port = %spec.name, ifindex = spec.ifindex, queues = spec.queues, slot, domain = %spec.domain, mode = %spec.mode, "port added");
+        self.ports[slot] = Some(Port {
+            name: spec.name,
+            ifindex: spec.ifindex,
+            domain,
+            mode: spec.mode,
+            sockets,
+            tx_stage: Vec::new(),
+            counters: Default::default(),
+        });
+        self.ports_changed();
+        self.refill_port(slot);
+        Ok(PortAdded {
+            slot: id.0,
+            sockets: fds,
+        })
+    }
+
+    /// Closes a port's sockets, reclaims every frame its rings held and forgets its MACs.
+    ///
+    /// # Errors
+    /// No such port.
+    pub fn remove_port(&mut self, name: &str) -> Result<PortRemoved, PortError> {
+        let slot = self
+            .ports
+            .iter()
+            .position(|p| p.as_ref().is_some_and(|p| p.name == name))
+            .ok_or_else(|| PortError::Unknown(name.to_owned()))?;
+        let port = self.ports[slot].take().expect("found above");
+        let id = PortId(u32::try_from(slot).expect("slot fits u32"));
+        self.domains[usize::from(port.domain.0)]
+            .members
+            .retain(|&m| m != id);
+        for desc in &port.tx_stage {
+            self.frames.release(self.umem.chunk_of(desc.addr));
+        }
+        let ifindex = port.ifindex;
+        // Closing the sockets waits for in-flight receives (synchronize_net in xsk_release),
+        // after which the kernel holds none of the port's frames.
+        drop(port);
+        let reclaimed = self.frames.reclaim(id);
+        let forgotten = self.fdb.flush_port(id);
+        self.ports_changed();
+        info!(port = name, slot, reclaimed, forgotten, "port removed");
+        Ok(PortRemoved {
+            slot: id.0,
+            ifindex,
+        })
     }
 
     /// Recomputes what depends on the set of sockets: fill depth and the poll set.
@@ -190,15 +353,8 @@ impl Forwarder {
             .map(|p| p.sockets.len() as u32)
             .sum();
         // Half the frames wait on fill rings, the other half are in flight or free.
-        let ring = self
-            .ports
-            .iter()
-            .flatten()
-            .flat_map(|p| p.sockets.first())
-            .map(|s| s.fill.size())
-            .max()
-            .unwrap_or(0);
-        self.fill_target = (self.umem.frame_count() / 2 / sockets.max(1)).clamp(1, ring.max(1));
+        self.fill_target =
+            (self.umem.frame_count() / 2 / sockets.max(1)).clamp(1, self.config.socket.ring_size);
         self.pollfds.clear();
         self.pollfds.push(libc::pollfd {
             fd: self.wakeup.raw_fd(),
@@ -213,7 +369,7 @@ impl Forwarder {
             });
         }
         for port in self.ports.iter_mut().flatten() {
-            let want = RX_BATCH as usize * port.sockets.len() * 2;
+            let want = RX_BATCH as usize * (port.sockets.len() + 1) * 2;
             port.tx_stage
                 .reserve(want.saturating_sub(port.tx_stage.capacity()));
         }
@@ -226,9 +382,6 @@ impl Forwarder {
             ports = self.ports.iter().flatten().count(),
             "forwarder running"
         );
-        for i in 0..self.ports.len() {
-            self.refill_port(i);
-        }
         let mut last_work = Instant::now();
         loop {
             let now = Instant::now();
@@ -258,13 +411,30 @@ impl Forwarder {
         for pi in 0..self.ports.len() {
             work |= self.transmit(pi);
         }
-        if now.duration_since(self.last_expire) >= EXPIRE_INTERVAL {
-            self.last_expire = now;
-            let aged = self.fdb.expire(now);
-            self.fdb_counters.aged_out += aged as u64;
+        if now.duration_since(self.last_housekeeping) >= HOUSEKEEPING_INTERVAL {
+            self.last_housekeeping = now;
+            self.housekeeping(now);
         }
         debug_assert!(self.accounting().balanced(), "{:?}", self.accounting());
         work
+    }
+
+    /// Ages out FDB entries and removes ports whose interface has vanished.
+    fn housekeeping(&mut self, now: Instant) {
+        self.fdb_counters.aged_out += self.fdb.expire(now) as u64;
+        let gone: Vec<String> = self
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| xsk::sys::if_nametoindex(&p.name).ok() != Some(p.ifindex))
+            .map(|p| p.name.clone())
+            .collect();
+        for name in gone {
+            warn!(port = %name, "interface vanished; removing the port");
+            if let Ok(removed) = self.remove_port(&name) {
+                let _ = self.port_gone.send(PortGone { name, removed });
+            }
+        }
     }
 
     /// Moves transmitted frames from every completion ring back to the free list.
@@ -278,7 +448,9 @@ impl Forwarder {
         {
             let n = socket.completion.peek(socket.completion.size());
             for i in 0..n {
-                self.free.push(self.umem.chunk_of(socket.completion.get(i)));
+                let chunk = self.umem.chunk_of(socket.completion.get(i));
+                self.frames.returned(chunk);
+                self.frames.release(chunk);
             }
             socket.completion.release(n);
             socket.tx_outstanding -= n;
@@ -301,10 +473,11 @@ impl Forwarder {
         self.batch.extend((0..n).map(|i| socket.rx.get(i)));
         socket.rx.release(n);
         socket.fill_outstanding -= n;
-        let (domain, ingress) = (port.domain, PortId(pi as u32));
+        let ingress = PortId(pi as u32);
         for i in 0..self.batch.len() {
             let desc = self.batch[i];
-            self.handle(domain, ingress, desc, now);
+            self.frames.returned(self.umem.chunk_of(desc.addr));
+            self.handle(ingress, desc, now);
         }
         self.refill(pi, qi);
         true
@@ -315,7 +488,7 @@ impl Forwarder {
         unsafe_code,
         reason = "reads a frame this thread owns: it just came off an rx ring"
     )]
-    fn handle(&mut self, domain: DomainId, ingress: PortId, desc: Desc, now: Instant) {
+    fn handle(&mut self, ingress: PortId, desc: Desc, now: Instant) {
         let len = desc.len as usize;
         if !self.umem.contains(desc.addr, len) {
             // The kernel never does this; treat it as a runt rather than trust it.
@@ -325,96 +498,138 @@ impl Forwarder {
         }
         // SAFETY: the descriptor came off our rx ring, so this thread owns the frame.
         let frame = unsafe { self.umem.frame(desc.addr, len) };
-        let verdict = decide(
+        let port = self.ports[ingress.0 as usize]
+            .as_mut()
+            .expect("receiving port is live");
+        let domain = port.domain;
+        let unicast = frame.first().is_some_and(|b| b & 1 == 0);
+        let decision = decide(
             &mut self.fdb,
             &mut self.fdb_counters,
             domain,
             ingress,
+            &port.mode,
             frame,
             now,
         );
-        let counters = &mut self.port_mut(ingress).counters;
-        counters.rx_frames += 1;
-        counters.rx_bytes += len as u64;
-        match verdict {
-            Verdict::Forward(egress) => self.stage(egress, desc),
+        port.counters.rx_frames += 1;
+        port.counters.rx_bytes += len as u64;
+        match decision.verdict {
+            Verdict::Forward(egress) => {
+                let mode = self
+                    .ports
+                    .get(egress.0 as usize)
+                    .and_then(Option::as_ref)
+                    .map(|p| p.mode.egress(decision.vlan));
+                match mode {
+                    Some(Some(how)) => {
+                        self.stage(egress, desc, decision.tagged, how, decision.vlan)
+                    }
+                    _ => self.drop_frame(ingress, desc, DropReason::VlanNotMember),
+                }
+            }
             Verdict::Drop(reason) => self.drop_frame(ingress, desc, reason),
             Verdict::Flood => {
-                let counters = &mut self.port_mut(ingress).counters;
-                counters.rx_flooded += 1;
-                // SAFETY: still the owner; re-read after the mutable borrows above.
-                let unicast = !unsafe { self.umem.frame(desc.addr, 6) }[0] & 1 == 1;
-                if unicast {
-                    self.port_mut(ingress).counters.rx_unknown_unicast += 1;
-                }
-                self.flood(domain, ingress, desc);
+                port.counters.rx_flooded += 1;
+                port.counters.rx_unknown_unicast += u64::from(unicast);
+                self.flood(domain, ingress, desc, decision);
             }
         }
     }
 
-    /// Sends a frame to every other port of its domain.
+    /// Sends a frame to every other port of its domain that carries its VLAN.
     #[allow(
         unsafe_code,
         reason = "copies between two frames this thread owns (rx'd and free)"
     )]
-    fn flood(&mut self, domain: DomainId, ingress: PortId, desc: Desc) {
-        let members = &self.domains[usize::from(domain.0)].members;
-        let targets = members.iter().filter(|&&p| p != ingress).count();
-        if targets == 0 {
-            self.drop_frame(ingress, desc, DropReason::NoDestination);
-            return;
+    fn flood(&mut self, domain: DomainId, ingress: PortId, desc: Desc, decision: Decision) {
+        let mut targets = std::mem::take(&mut self.flood_targets);
+        targets.clear();
+        for &member in &self.domains[usize::from(domain.0)].members {
+            let how = self.ports[member.0 as usize]
+                .as_ref()
+                .and_then(|p| p.mode.egress(decision.vlan));
+            if let (true, Some(how)) = (member != ingress, how) {
+                targets.push((member, how));
+            }
         }
-        let offset = desc.addr - self.umem.chunk_of(desc.addr);
-        let mut remaining = targets;
-        for mi in 0..self.domains[usize::from(domain.0)].members.len() {
-            let egress = self.domains[usize::from(domain.0)].members[mi];
-            if egress == ingress {
-                continue;
+        match targets.split_last() {
+            None => self.drop_frame(ingress, desc, DropReason::NoDestination),
+            Some((&(last, last_how), others)) => {
+                let offset = desc.addr - self.umem.chunk_of(desc.addr);
+                for &(egress, how) in others {
+                    let Some(chunk) = self.frames.alloc() else {
+                        self.port_mut(egress)
+                            .counters
+                            .drops
+                            .count(DropReason::UmemExhausted);
+                        continue;
+                    };
+                    let copy = Desc {
+                        addr: chunk + offset,
+                        len: desc.len,
+                        options: 0,
+                    };
+                    // SAFETY: `desc`'s frame is ours (off the rx ring) and `chunk` came off the
+                    // free list, so they are two different frames this thread owns.
+                    unsafe {
+                        let src = self.umem.frame(desc.addr, desc.len as usize);
+                        self.umem
+                            .frame_mut(copy.addr, copy.len as usize)
+                            .copy_from_slice(src);
+                    }
+                    self.stage(egress, copy, decision.tagged, how, decision.vlan);
+                }
+                self.stage(last, desc, decision.tagged, last_how, decision.vlan);
             }
-            remaining -= 1;
-            if remaining == 0 {
-                self.stage(egress, desc);
-                break;
-            }
-            let Some(chunk) = self.free.pop() else {
-                self.port_mut(egress)
-                    .counters
-                    .drops
-                    .count(DropReason::UmemExhausted);
-                continue;
-            };
-            let copy = Desc {
-                addr: chunk + offset,
-                len: desc.len,
-                options: 0,
-            };
-            // SAFETY: `desc`'s frame is ours (off the rx ring) and `chunk` came off the free
-            // list, so they are two different frames this thread owns.
-            unsafe {
-                let src = self.umem.frame(desc.addr, desc.len as usize);
-                self.umem
-                    .frame_mut(copy.addr, copy.len as usize)
-                    .copy_from_slice(src);
-            }
-            self.stage(egress, copy);
         }
+        self.flood_targets = targets;
     }
 
-    fn stage(&mut self, egress: PortId, desc: Desc) {
-        match self
-            .ports
-            .get_mut(egress.0 as usize)
-            .and_then(Option::as_mut)
-        {
-            Some(port) => port.tx_stage.push(desc),
-            // The FDB may briefly point at a port removed this turn; the frame goes back.
-            None => self.free.push(self.umem.chunk_of(desc.addr)),
+    /// Tags or untags the frame in place as the egress port needs, then queues it there.
+    #[allow(
+        unsafe_code,
+        reason = "rewrites the header of a frame this thread owns"
+    )]
+    fn stage(&mut self, egress: PortId, desc: Desc, tagged: bool, how: Egress, vlan: VlanId) {
+        let chunk = self.umem.chunk_of(desc.addr);
+        let desc = if tagged == (how == Egress::Tagged) {
+            Some(desc)
+        } else {
+            let offset = (desc.addr - chunk) as usize;
+            // SAFETY: the frame is owned by this thread (rx'd or freshly allocated), and no
+            // other view of it is alive.
+            let whole = unsafe { self.umem.frame_mut(chunk, self.umem.frame_size() as usize) };
+            let moved = if tagged {
+                vlan::pop_tag(whole, offset, desc.len as usize)
+            } else {
+                vlan::push_tag(whole, offset, desc.len as usize, vlan)
+            };
+            moved.map(|(offset, len)| Desc {
+                addr: chunk + offset as u64,
+                len: len as u32,
+                options: 0,
+            })
+        };
+        match (
+            desc,
+            self.ports
+                .get_mut(egress.0 as usize)
+                .and_then(Option::as_mut),
+        ) {
+            (Some(desc), Some(port)) => port.tx_stage.push(desc),
+            // No headroom to push a tag: only possible for frames the kernel placed oddly.
+            (None, Some(port)) => {
+                port.counters.drops.count(DropReason::VlanNotMember);
+                self.frames.release(chunk);
+            }
+            (_, None) => self.frames.release(chunk),
         }
     }
 
     fn drop_frame(&mut self, port: PortId, desc: Desc, reason: DropReason) {
         self.port_mut(port).counters.drops.count(reason);
-        self.free.push(self.umem.chunk_of(desc.addr));
+        self.frames.release(self.umem.chunk_of(desc.addr));
     }
 
     fn port_mut(&mut self, id: PortId) -> &mut Port {
@@ -439,6 +654,8 @@ impl Forwarder {
             let mut bytes = 0u64;
             for (i, desc) in port.tx_stage.iter().take(n as usize).enumerate() {
                 socket.tx.set(i as u32, *desc);
+                self.frames
+                    .lend(self.umem.chunk_of(desc.addr), PortId(pi as u32));
                 bytes += u64::from(desc.len);
             }
             socket.tx.submit(n);
@@ -447,16 +664,15 @@ impl Forwarder {
             port.counters.tx_bytes += bytes;
             for desc in port.tx_stage.drain(n as usize..) {
                 port.counters.drops.count(DropReason::TxRingFull);
-                self.free.push(self.umem.chunk_of(desc.addr));
+                self.frames.release(self.umem.chunk_of(desc.addr));
             }
             port.tx_stage.clear();
             work = true;
         }
         // Copy mode transmits inside sendto(); kick while anything is still unsent.
         if socket.tx.pending() > 0 {
-            match socket.kick_tx() {
-                Ok(_) => {}
-                Err(e) => warn!(port = %port.name, error = %e, "tx kick failed"),
+            if let Err(e) = socket.kick_tx() {
+                debug!(port = %port.name, error = %e, "tx kick failed");
             }
             work = true;
         }
@@ -479,14 +695,15 @@ impl Forwarder {
         let want = self
             .fill_target
             .saturating_sub(socket.fill_outstanding)
-            .min(self.free.len() as u32);
+            .min(self.frames.free_count());
         let n = socket.fill.reserve(want);
         for i in 0..n {
-            let frame = self
-                .free
-                .pop()
+            let chunk = self
+                .frames
+                .alloc()
                 .expect("reserved no more than the free list holds");
-            socket.fill.set(i, frame);
+            self.frames.lend(chunk, PortId(pi as u32));
+            socket.fill.set(i, chunk);
         }
         socket.fill.submit(n);
         socket.fill_outstanding += n;
@@ -504,7 +721,7 @@ impl Forwarder {
         let timeout = if tx_pending {
             Duration::from_millis(1)
         } else {
-            EXPIRE_INTERVAL.saturating_sub(now.duration_since(self.last_expire))
+            HOUSEKEEPING_INTERVAL.saturating_sub(now.duration_since(self.last_housekeeping))
         };
         for fd in &mut self.pollfds {
             fd.revents = 0;
@@ -525,15 +742,124 @@ impl Forwarder {
             };
             match command {
                 Command::Shutdown => return false,
-                Command::ShowInterfaces(reply) => {
-                    let _ = reply.send(self.status());
+                Command::ShowInterfaces(reply) => drop(reply.send(self.status())),
+                Command::ShowFdb(reply) => drop(reply.send(self.fdb_rows(now))),
+                Command::ShowBridgeDomains(reply) => drop(reply.send(self.domain_rows())),
+                Command::AddPort(spec, reply) => {
+                    drop(reply.send(self.add_port(spec).map_err(|e| e.to_string())))
                 }
-                Command::ShowFdb(reply) => {
-                    let _ = reply.send(self.fdb_rows(now));
+                Command::RemovePort(name, reply) => {
+                    drop(reply.send(self.remove_port(&name).map_err(|e| e.to_string())))
+                }
+                Command::AddStaticEntry(entry, reply) => {
+                    drop(reply.send(self.add_static(&entry, now)))
+                }
+                Command::DeleteEntry(selector, reply) => {
+                    drop(reply.send(self.delete_entry(&selector)))
+                }
+                Command::FlushFdb {
+                    domain,
+                    port,
+                    reply,
+                } => {
+                    drop(reply.send(self.flush_fdb(domain.as_deref(), port.as_deref())));
                 }
             }
         }
         true
+    }
+
+    fn find_port(&self, name: &str) -> Result<(PortId, &Port), String> {
+        self.ports
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| {
+                p.as_ref()
+                    .filter(|p| p.name == name)
+                    .map(|p| (PortId(i as u32), p))
+            })
+            .ok_or_else(|| format!("no such port {name}"))
+    }
+
+    fn add_static(&mut self, entry: &StaticEntry, now: Instant) -> Result<(), String> {
+        let mac: MacAddr = entry
+            .mac
+            .parse()
+            .map_err(|e| format!("mac {:?}: {e}", entry.mac))?;
+        if !mac.is_valid_source() {
+            return Err(format!(
+                "mac {mac} is a group or zero address; only unicast stations can be static entries"
+            ));
+        }
+        let (id, port) = self.find_port(&entry.port)?;
+        let vlan = match entry.vlan {
+            Some(v) => {
+                VlanId::new(v).ok_or_else(|| format!("vlan {v} is not a VLAN ID (1-4094)"))?
+            }
+            None => match &port.mode {
+                PortMode::Access(v) => *v,
+                PortMode::Trunk {
+                    native: Some(v), ..
+                } => *v,
+                PortMode::Trunk { .. } => {
+                    return Err(format!(
+                        "port {} is a trunk without a native VLAN: give --vlan",
+                        port.name
+                    ))
+                }
+            },
+        };
+        if port.mode.egress(vlan).is_none() {
+            return Err(format!(
+                "port {} ({}) does not carry VLAN {vlan}",
+                port.name, port.mode
+            ));
+        }
+        let domain = port.domain;
+        self.fdb
+            .insert_static(FdbKey { domain, vlan, mac }, id, now);
+        Ok(())
+    }
+
+    fn delete_entry(&mut self, selector: &EntrySelector) -> Result<bool, String> {
+        let mac: MacAddr = selector
+            .mac
+            .parse()
+            .map_err(|e| format!("mac {:?}: {e}", selector.mac))?;
+        let domain = self
+            .domains
+            .iter()
+            .position(|d| d.name == selector.domain)
+            .ok_or_else(|| format!("no such bridge domain {}", selector.domain))?;
+        let vlan = match selector.vlan {
+            Some(v) => {
+                VlanId::new(v).ok_or_else(|| format!("vlan {v} is not a VLAN ID (1-4094)"))?
+            }
+            None => VlanId::DEFAULT,
+        };
+        let domain = DomainId(u16::try_from(domain).expect("domains fit u16"));
+        Ok(self.fdb.remove(&FdbKey { domain, vlan, mac }))
+    }
+
+    fn flush_fdb(&mut self, domain: Option<&str>, port: Option<&str>) -> Result<usize, String> {
+        let domain = match domain {
+            Some(name) => Some(DomainId(
+                u16::try_from(
+                    self.domains
+                        .iter()
+                        .position(|d| d.name == name)
+                        .ok_or_else(|| format!("no such bridge domain {name}"))?,
+                )
+                .expect("domains fit u16"),
+            )),
+            None => None,
+        };
+        let port = port
+            .map(|name| self.find_port(name).map(|(id, _)| id))
+            .transpose()?;
+        Ok(self.fdb.flush_dynamic(|key, entry| {
+            domain.is_none_or(|d| key.domain == d) && port.is_none_or(|p| entry.port == p)
+        }))
     }
 
     /// Where every frame is right now (between turns nothing is staged).
@@ -548,14 +874,14 @@ impl Forwarder {
             .sum();
         Accounting {
             total: self.umem.frame_count(),
-            free: self.free.len() as u32 + staged,
+            free: self.frames.free_count() + staged,
             in_fill: sockets().map(|s| s.fill_outstanding).sum(),
             in_tx: sockets().map(|s| s.tx_outstanding).sum(),
         }
     }
 
     fn status(&self) -> Status {
-        let rows = self
+        let interfaces = self
             .ports
             .iter()
             .enumerate()
@@ -571,6 +897,7 @@ impl Forwarder {
                     slot: slot as u32,
                     ifindex: p.ifindex,
                     queues: p.sockets.len() as u32,
+                    mode: p.mode.to_string(),
                     counters: p.counters,
                     xdp: Default::default(),
                     kernel,
@@ -578,19 +905,49 @@ impl Forwarder {
             })
             .collect();
         let a = self.accounting();
-        let umem = UmemRow {
-            frames: a.total,
-            free: a.free,
-            in_fill: a.in_fill,
-            in_tx: a.in_tx,
-            balanced: a.balanced(),
-        };
         Status {
-            interfaces: rows,
-            umem,
+            interfaces,
+            umem: UmemRow {
+                frames: a.total,
+                free: a.free,
+                in_fill: a.in_fill,
+                in_tx: a.in_tx,
+                balanced: a.balanced(),
+            },
             fdb_entries: self.fdb.len(),
             fdb: self.fdb_counters,
         }
+    }
+
+    fn port_name(&self, id: PortId) -> String {
+        self.ports
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .map_or_else(|| id.to_string(), |p| p.name.clone())
+    }
+
+    fn domain_rows(&self) -> Vec<DomainRow> {
+        self.domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DomainRow {
+                name: d.name.clone(),
+                ports: d
+                    .members
+                    .iter()
+                    .filter_map(|m| self.ports[m.0 as usize].as_ref())
+                    .map(|p| DomainPortRow {
+                        name: p.name.clone(),
+                        mode: p.mode.to_string(),
+                    })
+                    .collect(),
+                fdb_entries: self
+                    .fdb
+                    .iter()
+                    .filter(|(k, _)| usize::from(k.domain.0) == i)
+                    .count(),
+            })
+            .collect()
     }
 
     fn fdb_rows(&self, now: Instant) -> Vec<FdbRow> {
@@ -602,11 +959,7 @@ impl Forwarder {
                 domain: self.domains[usize::from(k.domain.0)].name.clone(),
                 mac: k.mac.to_string(),
                 vlan: k.vlan.get(),
-                port: self
-                    .ports
-                    .get(e.port.0 as usize)
-                    .and_then(Option::as_ref)
-                    .map_or_else(|| e.port.to_string(), |p| p.name.clone()),
+                port: self.port_name(e.port),
                 age_secs: now.saturating_duration_since(e.last_seen).as_secs(),
                 is_static: e.is_static,
             })
@@ -619,10 +972,13 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vlan::VlanSet;
 
     const A: PortId = PortId(0);
     const B: PortId = PortId(1);
     const D: DomainId = DomainId(0);
+    const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
+    const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
 
     fn frame(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
         let mut f = vec![0u8; 60];
@@ -632,93 +988,113 @@ mod tests {
         f
     }
 
-    const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa];
-    const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb];
+    fn tagged(dst: [u8; 6], src: [u8; 6], vid: u16) -> Vec<u8> {
+        let mut f = frame(dst, src, 0x8100);
+        f[14..16].copy_from_slice(&vid.to_be_bytes());
+        f[16..18].copy_from_slice(&0x0800u16.to_be_bytes());
+        f
+    }
 
-    fn setup() -> (Fdb, FdbCounters, Instant) {
-        (
-            Fdb::new(Duration::from_secs(300), 1024),
-            FdbCounters::default(),
-            Instant::now(),
-        )
+    struct Bridge {
+        fdb: Fdb,
+        events: FdbCounters,
+        now: Instant,
+        mode: PortMode,
+    }
+
+    impl Bridge {
+        fn new() -> Self {
+            Self {
+                fdb: Fdb::new(Duration::from_secs(300), 1024),
+                events: FdbCounters::default(),
+                now: Instant::now(),
+                mode: PortMode::default(),
+            }
+        }
+
+        fn decide_in(&mut self, domain: DomainId, ingress: PortId, f: &[u8]) -> Verdict {
+            decide(
+                &mut self.fdb,
+                &mut self.events,
+                domain,
+                ingress,
+                &self.mode.clone(),
+                f,
+                self.now,
+            )
+            .verdict
+        }
+
+        fn decide(&mut self, ingress: PortId, f: &[u8]) -> Verdict {
+            self.decide_in(D, ingress, f)
+        }
     }
 
     #[test]
     fn unknown_unicast_floods_then_learned_forwards() {
-        let (mut fdb, mut ev, t) = setup();
+        let mut b = Bridge::new();
+        assert_eq!(b.decide(A, &frame(MAC_B, MAC_A, 0x0800)), Verdict::Flood);
         assert_eq!(
-            decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t),
-            Verdict::Flood
-        );
-        assert_eq!(
-            decide(&mut fdb, &mut ev, D, B, &frame(MAC_A, MAC_B, 0x0800), t),
+            b.decide(B, &frame(MAC_A, MAC_B, 0x0800)),
             Verdict::Forward(A)
         );
         assert_eq!(
-            decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t),
+            b.decide(A, &frame(MAC_B, MAC_A, 0x0800)),
             Verdict::Forward(B)
         );
-        assert_eq!(ev.learned, 2);
+        assert_eq!(b.events.learned, 2);
     }
 
     #[test]
     fn broadcast_and_multicast_flood_even_when_known() {
-        let (mut fdb, mut ev, t) = setup();
-        decide(&mut fdb, &mut ev, D, B, &frame(MAC_A, MAC_B, 0x0800), t);
+        let mut b = Bridge::new();
+        b.decide(B, &frame(MAC_A, MAC_B, 0x0800));
         assert_eq!(
-            decide(&mut fdb, &mut ev, D, A, &frame([0xff; 6], MAC_A, 0x0806), t),
+            b.decide(A, &frame([0xff; 6], MAC_A, 0x0806)),
             Verdict::Flood
         );
         assert_eq!(
-            decide(
-                &mut fdb,
-                &mut ev,
-                D,
-                A,
-                &frame([1, 0, 0x5e, 0, 0, 1], MAC_A, 0x0800),
-                t
-            ),
+            b.decide(A, &frame([1, 0, 0x5e, 0, 0, 1], MAC_A, 0x0800)),
             Verdict::Flood
         );
     }
 
     #[test]
     fn runts_and_bad_sources_are_dropped_without_learning() {
-        let (mut fdb, mut ev, t) = setup();
+        let mut b = Bridge::new();
         for len in 0..14 {
             assert_eq!(
-                decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0)[..len], t),
+                b.decide(A, &frame(MAC_B, MAC_A, 0)[..len]),
                 Verdict::Drop(DropReason::Runt)
             );
         }
         for src in [[0u8; 6], [0xff; 6], [1, 0, 0x5e, 0, 0, 1]] {
             assert_eq!(
-                decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, src, 0x0800), t),
+                b.decide(A, &frame(MAC_B, src, 0x0800)),
                 Verdict::Drop(DropReason::InvalidSrcMac)
             );
         }
-        assert!(fdb.is_empty());
+        assert!(b.fdb.is_empty());
     }
 
     #[test]
     fn frame_to_a_host_on_the_ingress_port_is_filtered() {
-        let (mut fdb, mut ev, t) = setup();
-        decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t);
+        let mut b = Bridge::new();
         let other: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
-        decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, other, 0x0800), t);
+        b.decide(A, &frame(MAC_B, other, 0x0800));
         assert_eq!(
-            decide(&mut fdb, &mut ev, D, A, &frame(other, MAC_A, 0x0800), t),
+            b.decide(A, &frame(other, MAC_A, 0x0800)),
             Verdict::Drop(DropReason::SamePort)
         );
     }
 
     #[test]
     fn any_ethertype_is_bridged() {
-        let (mut fdb, mut ev, t) = setup();
-        decide(&mut fdb, &mut ev, D, B, &frame(MAC_A, MAC_B, 0x88b5), t);
-        for ethertype in [0x88b5, 0x88cc, 0x0000, 0x05dc, 0xffff, 0x8100] {
+        let mut b = Bridge::new();
+        b.decide(B, &frame(MAC_A, MAC_B, 0x88b5));
+        for ethertype in [0x88b5, 0x88cc, 0x0000, 0x05dc, 0xffff] {
             assert_eq!(
-                decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, ethertype), t),
+                b.decide(A, &frame(MAC_B, MAC_A, ethertype)),
                 Verdict::Forward(B)
             );
         }
@@ -726,30 +1102,48 @@ mod tests {
 
     #[test]
     fn a_moved_station_is_followed_and_counted() {
-        let (mut fdb, mut ev, t) = setup();
-        decide(&mut fdb, &mut ev, D, A, &frame([0xff; 6], MAC_B, 0x0800), t);
-        decide(&mut fdb, &mut ev, D, B, &frame([0xff; 6], MAC_B, 0x0800), t);
-        assert_eq!(ev.moved, 1);
+        let mut b = Bridge::new();
+        b.decide(A, &frame([0xff; 6], MAC_B, 0x0800));
+        b.decide(B, &frame([0xff; 6], MAC_B, 0x0800));
+        assert_eq!(b.events.moved, 1);
         assert_eq!(
-            decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t),
+            b.decide(A, &frame(MAC_B, MAC_A, 0x0800)),
             Verdict::Forward(B)
         );
     }
 
     #[test]
     fn domains_do_not_share_learning() {
-        let (mut fdb, mut ev, t) = setup();
-        decide(
-            &mut fdb,
-            &mut ev,
-            DomainId(1),
-            B,
-            &frame(MAC_A, MAC_B, 0x0800),
-            t,
+        let mut b = Bridge::new();
+        b.decide_in(DomainId(1), B, &frame(MAC_A, MAC_B, 0x0800));
+        assert_eq!(b.decide(A, &frame(MAC_B, MAC_A, 0x0800)), Verdict::Flood);
+    }
+
+    #[test]
+    fn learning_is_per_vlan_on_a_trunk() {
+        let mut b = Bridge::new();
+        b.mode = PortMode::Trunk {
+            allowed: [100, 200]
+                .into_iter()
+                .filter_map(VlanId::new)
+                .collect::<VlanSet>(),
+            native: None,
+        };
+        b.decide(B, &tagged(MAC_A, MAC_B, 100));
+        assert_eq!(b.decide(A, &tagged(MAC_B, MAC_A, 100)), Verdict::Forward(B));
+        assert_eq!(
+            b.decide(A, &tagged(MAC_B, MAC_A, 200)),
+            Verdict::Flood,
+            "B is unknown on VLAN 200"
         );
         assert_eq!(
-            decide(&mut fdb, &mut ev, D, A, &frame(MAC_B, MAC_A, 0x0800), t),
-            Verdict::Flood
+            b.decide(A, &tagged(MAC_B, MAC_A, 300)),
+            Verdict::Drop(DropReason::VlanNotAllowed)
         );
+        assert_eq!(
+            b.decide(A, &frame(MAC_B, MAC_A, 0x0800)),
+            Verdict::Drop(DropReason::UntaggedNoNative)
+        );
+        assert_eq!(b.fdb.len(), 3);
     }
 }

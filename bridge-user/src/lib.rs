@@ -14,11 +14,15 @@ pub mod daemon;
 pub mod fdb;
 /// The per-frame loop: classify, learn, look up, stage, transmit.
 pub mod forward;
+/// The UMEM free list and which port holds each lent frame.
+pub mod frames;
 /// Loads and attaches the XDP program and keeps its maps.
 pub mod loader;
 /// Counters for every port and every drop reason.
 pub mod metrics;
 /// Ports and their identifiers.
 pub mod port;
+/// 802.1Q classification, membership and in-place tag push/pop.
+pub mod vlan;
 /// AF_XDP sockets, rings and the UMEM: all of this crate's unsafe code.
 pub mod xsk;

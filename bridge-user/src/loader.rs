@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, XskMap},
-    programs::{ProgramError, Xdp, XdpMode},
+    programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfError,
 };
 use bridge_common::maps::{
@@ -48,6 +48,8 @@ pub enum LoaderError {
 #[derive(Debug)]
 pub struct Loader {
     ebpf: Ebpf,
+    /// The XDP link of each attached port, to detach it when the port is removed.
+    links: std::collections::HashMap<String, (u32, XdpLinkId)>,
 }
 
 impl Loader {
@@ -67,7 +69,10 @@ impl Loader {
             .try_into()
             .map_err(LoaderError::Program)?;
         program.load().map_err(LoaderError::Program)?;
-        Ok(Self { ebpf })
+        Ok(Self {
+            ebpf,
+            links: std::collections::HashMap::new(),
+        })
     }
 
     /// Publishes a port's sockets (one per rx queue) under `slot`, then maps its interface
@@ -89,6 +94,7 @@ impl Loader {
                 max: MAX_QUEUES_PER_PORT,
             });
         }
+        self.reset_xdp_stats(slot)?;
         let mut xsks: XskMap<&mut MapData> = self.map_mut(XSKS)?;
         for &(queue, fd) in sockets {
             xsks.set(xsk_index(slot, queue), fd, 0)
@@ -108,38 +114,84 @@ impl Loader {
     ///
     /// # Errors
     /// The interface is gone, or already has an XDP program.
-    pub fn attach(&mut self, port: &str) -> Result<(), LoaderError> {
+    pub fn attach(&mut self, port: &str, ifindex: u32) -> Result<(), LoaderError> {
         let program: &mut Xdp = self
             .ebpf
             .program_mut(PROGRAM)
             .expect("loaded")
             .try_into()
             .map_err(LoaderError::Program)?;
-        program
-            .attach(port, XdpMode::Driver)
-            .map(drop)
+        let link = program
+            .attach_to_if_index(ifindex, XdpMode::Driver)
             .map_err(|source| LoaderError::Attach {
                 port: port.to_owned(),
                 source,
-            })
+            })?;
+        self.links.insert(port.to_owned(), (ifindex, link));
+        Ok(())
     }
 
-    /// Takes the per-CPU statistics map out, for the control path to read.
-    ///
-    /// # Errors
-    /// The map is missing or of the wrong type (a build mismatch).
-    pub fn take_xdp_stats(&mut self) -> Result<XdpStats, LoaderError> {
-        let map = self.ebpf.take_map(XDP_STATS).ok_or(LoaderError::Map {
-            name: XDP_STATS,
-            source: aya::maps::MapError::InvalidName {
-                name: XDP_STATS.into(),
-            },
-        })?;
-        let map = PerCpuArray::try_from(map).map_err(|source| LoaderError::Map {
-            name: XDP_STATS,
-            source,
-        })?;
-        Ok(XdpStats { map })
+    /// Undoes `attach` and `register_port`: detaches XDP (if the interface still exists)
+    /// and clears the port's slot entry, so a reused ifindex starts clean.
+    pub fn forget_port(&mut self, port: &str, slot: u32, ifindex: u32) {
+        // Only the link of this very interface: a new one may already have taken the name.
+        if self.links.get(port).is_some_and(|(i, _)| *i == ifindex) {
+            let (_, link) = self.links.remove(port).expect("checked above");
+            if let Ok(program) =
+                <&mut Xdp>::try_from(self.ebpf.program_mut(PROGRAM).expect("loaded"))
+            {
+                // Fails harmlessly when the interface is already gone (the link went with it).
+                let _ = program.detach(link);
+            }
+        }
+        if let Ok(mut slots) = self.map_mut::<HashMap<&mut MapData, u32, u32>>(PORT_SLOTS) {
+            // Only if the entry is still ours: the ifindex may already belong to a new port.
+            if slots.get(&ifindex, 0).ok() == Some(slot) {
+                let _ = slots.remove(&ifindex);
+            }
+        }
+        // The kernel drops a closed socket's XSKMAP entries itself; unsetting them here
+        // could clobber the sockets of a port that has reused the slot meanwhile.
+    }
+
+    /// The XDP program's counters for `slot`, summed over CPUs; zeros if unreadable.
+    #[must_use]
+    pub fn xdp_stats(&self, slot: u32) -> XdpRow {
+        let mut row = XdpRow::default();
+        let Some(map) = self.ebpf.map(XDP_STATS) else {
+            return row;
+        };
+        let Ok(stats) = PerCpuArray::<&MapData, XdpPortStats>::try_from(map) else {
+            return row;
+        };
+        if let Ok(per_cpu) = stats.get(&slot, 0) {
+            for s in per_cpu.iter() {
+                row.redirected += s.redirected;
+                row.passed += s.passed;
+                row.aborted += s.aborted;
+            }
+        }
+        row
+    }
+
+    /// Zeroes a slot's counters, so a port reusing it starts from zero.
+    fn reset_xdp_stats(&mut self, slot: u32) -> Result<(), LoaderError> {
+        let mut stats: PerCpuArray<&mut MapData, XdpPortStats> = self.map_mut(XDP_STATS)?;
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n);
+        let zeros = aya::maps::PerCpuValues::try_from(vec![XdpPortStats::default(); cpus])
+            .map_err(|e| LoaderError::Map {
+                name: XDP_STATS,
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "nr_cpus",
+                    io_error: e,
+                }),
+            })?;
+        stats
+            .set(slot, zeros, 0)
+            .map_err(|source| LoaderError::Map {
+                name: XDP_STATS,
+                source,
+            })
     }
 
     fn map_mut<'a, T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>>(
@@ -151,32 +203,5 @@ impl Loader {
             source: aya::maps::MapError::InvalidName { name: name.into() },
         })?;
         T::try_from(map).map_err(|source| LoaderError::Map { name, source })
-    }
-}
-
-/// Reader of the XDP program's per-CPU, per-slot counters.
-pub struct XdpStats {
-    map: PerCpuArray<MapData, XdpPortStats>,
-}
-
-impl std::fmt::Debug for XdpStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("XdpStats").finish_non_exhaustive()
-    }
-}
-
-impl XdpStats {
-    /// The counters of `slot`, summed over CPUs; zeros if the map cannot be read.
-    #[must_use]
-    pub fn get(&self, slot: u32) -> XdpRow {
-        let mut row = XdpRow::default();
-        if let Ok(per_cpu) = self.map.get(&slot, 0) {
-            for s in per_cpu.iter() {
-                row.redirected += s.redirected;
-                row.passed += s.passed;
-                row.aborted += s.aborted;
-            }
-        }
-        row
     }
 }

@@ -25,6 +25,12 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|config| daemon::run(&config, &cli.socket).map_err(anyhow::Error::from))
         }
+        CliCommand::Port { action, json } => {
+            cli::change(&cli.socket, &action.request(), json).map_err(anyhow::Error::from)
+        }
+        CliCommand::Fdb { action, json } => {
+            cli::change(&cli.socket, &action.request(), json).map_err(anyhow::Error::from)
+        }
         CliCommand::Show { what, json } => {
             cli::show(&cli.socket, what, json).map_err(anyhow::Error::from)
         }

@@ -21,6 +21,16 @@ pub enum DropReason {
     TxRingFull,
     /// No free UMEM frame for the copy a flood needs.
     UmemExhausted,
+    /// A tagged frame on an access port (also stops double-tag VLAN hopping).
+    TaggedOnAccess,
+    /// A tag for a VLAN the trunk does not carry (or an 802.1ad outer tag).
+    VlanNotAllowed,
+    /// An untagged frame on a trunk without a native VLAN.
+    UntaggedNoNative,
+    /// An 802.1Q TPID without the rest of the tag.
+    TruncatedVlanTag,
+    /// The egress port is not a member of the frame's VLAN (e.g. a static FDB entry).
+    VlanNotMember,
 }
 
 /// Drops by reason, for one port. Ingress reasons count on the port the frame came in on,
@@ -33,6 +43,11 @@ pub struct DropCounters {
     pub no_destination: u64,
     pub tx_ring_full: u64,
     pub umem_exhausted: u64,
+    pub tagged_on_access: u64,
+    pub vlan_not_allowed: u64,
+    pub untagged_no_native: u64,
+    pub truncated_vlan_tag: u64,
+    pub vlan_not_member: u64,
 }
 
 impl DropCounters {
@@ -44,18 +59,41 @@ impl DropCounters {
             DropReason::NoDestination => &mut self.no_destination,
             DropReason::TxRingFull => &mut self.tx_ring_full,
             DropReason::UmemExhausted => &mut self.umem_exhausted,
+            DropReason::TaggedOnAccess => &mut self.tagged_on_access,
+            DropReason::VlanNotAllowed => &mut self.vlan_not_allowed,
+            DropReason::UntaggedNoNative => &mut self.untagged_no_native,
+            DropReason::TruncatedVlanTag => &mut self.truncated_vlan_tag,
+            DropReason::VlanNotMember => &mut self.vlan_not_member,
         };
         *counter += 1;
     }
 
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.runt
-            + self.invalid_src_mac
-            + self.same_port
-            + self.no_destination
-            + self.tx_ring_full
-            + self.umem_exhausted
+        let Self {
+            runt,
+            invalid_src_mac,
+            same_port,
+            no_destination,
+            tx_ring_full,
+            umem_exhausted,
+            tagged_on_access,
+            vlan_not_allowed,
+            untagged_no_native,
+            truncated_vlan_tag,
+            vlan_not_member,
+        } = *self;
+        // Destructured so that a new reason cannot be left out of the sum.
+        runt + invalid_src_mac
+            + same_port
+            + no_destination
+            + tx_ring_full
+            + umem_exhausted
+            + tagged_on_access
+            + vlan_not_allowed
+            + untagged_no_native
+            + truncated_vlan_tag
+            + vlan_not_member
     }
 }
 
@@ -98,6 +136,11 @@ mod tests {
             DropReason::NoDestination,
             DropReason::TxRingFull,
             DropReason::UmemExhausted,
+            DropReason::TaggedOnAccess,
+            DropReason::VlanNotAllowed,
+            DropReason::UntaggedNoNative,
+            DropReason::TruncatedVlanTag,
+            DropReason::VlanNotMember,
         ];
         let mut drops = DropCounters::default();
         for (i, reason) in reasons.iter().enumerate() {
@@ -112,10 +155,15 @@ mod tests {
                 drops.same_port,
                 drops.no_destination,
                 drops.tx_ring_full,
-                drops.umem_exhausted
+                drops.umem_exhausted,
+                drops.tagged_on_access,
+                drops.vlan_not_allowed,
+                drops.untagged_no_native,
+                drops.truncated_vlan_tag,
+                drops.vlan_not_member,
             ],
-            [1, 2, 3, 4, 5, 6]
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
         );
-        assert_eq!(drops.total(), 21);
+        assert_eq!(drops.total(), 66);
     }
 }

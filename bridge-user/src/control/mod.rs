@@ -11,17 +11,129 @@ pub mod server;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use std::os::fd::RawFd;
+
+use bridge_common::wire::VlanId;
+
 use crate::{
     metrics::{FdbCounters, PortCounters},
+    vlan::{PortMode, VlanSet},
     xsk::SocketStats,
 };
+
+/// A reply carrying either the result or a message for the operator.
+pub type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 /// What the forwarder can be asked to do.
 #[derive(Debug)]
 pub enum Command {
     ShowInterfaces(oneshot::Sender<Status>),
     ShowFdb(oneshot::Sender<Vec<FdbRow>>),
+    ShowBridgeDomains(oneshot::Sender<Vec<DomainRow>>),
+    /// Bind sockets for a new port; the reply has its slot and socket fds for the XSKMAP.
+    AddPort(PortSpec, Reply<PortAdded>),
+    /// Close a port's sockets and reclaim its frames; replies with its slot and ifindex.
+    RemovePort(String, Reply<PortRemoved>),
+    AddStaticEntry(StaticEntry, Reply<()>),
+    /// Removes the entry for a MAC (static or learned); replies whether there was one.
+    DeleteEntry(EntrySelector, Reply<bool>),
+    /// Removes learned entries, of one domain or port if given; replies how many.
+    FlushFdb {
+        domain: Option<String>,
+        port: Option<String>,
+        reply: Reply<usize>,
+    },
     Shutdown,
+}
+
+/// A port to bind, resolved by the control path.
+#[derive(Debug, Clone)]
+pub struct PortSpec {
+    pub name: String,
+    pub ifindex: u32,
+    pub queues: u32,
+    pub domain: String,
+    pub mode: PortMode,
+}
+
+#[derive(Debug)]
+pub struct PortAdded {
+    pub slot: u32,
+    /// (queue, socket fd); the fds stay owned by the forwarder.
+    pub sockets: Vec<(u32, RawFd)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PortRemoved {
+    pub slot: u32,
+    pub ifindex: u32,
+}
+
+/// Sent by the forwarder when it removed a port on its own (its interface vanished).
+#[derive(Debug, Clone)]
+pub struct PortGone {
+    pub name: String,
+    pub removed: PortRemoved,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticEntry {
+    pub mac: String,
+    pub port: String,
+    /// Defaults to the port's access (or native) VLAN.
+    pub vlan: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntrySelector {
+    pub mac: String,
+    pub domain: String,
+    /// Defaults to VLAN 1.
+    pub vlan: Option<u16>,
+}
+
+/// A port's VLAN membership as the API and the config spell it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VlanSpec {
+    /// Access port in this VLAN.
+    pub vlan: Option<u16>,
+    /// Trunk carrying these VLANs tagged.
+    pub trunk: Option<Vec<u16>>,
+    /// The trunk's untagged VLAN.
+    pub native: Option<u16>,
+}
+
+impl VlanSpec {
+    /// Validates into a [`PortMode`]; no field means access VLAN 1.
+    ///
+    /// # Errors
+    /// A message naming the bad value or combination.
+    pub fn to_mode(&self) -> Result<PortMode, String> {
+        let id = |v: u16, what: &str| {
+            VlanId::new(v).ok_or_else(|| format!("{what} {v} is not a VLAN ID (1-4094)"))
+        };
+        match (self.vlan, &self.trunk, self.native) {
+            (Some(_), Some(_), _) => {
+                Err("a port is either access (vlan) or trunk (trunk), not both".into())
+            }
+            (Some(_), None, Some(_)) => Err("native applies to trunk ports only".into()),
+            (Some(v), None, None) => Ok(PortMode::Access(id(v, "vlan")?)),
+            (None, None, None) => Ok(PortMode::Access(VlanId::DEFAULT)),
+            (None, None, Some(_)) => Err("native needs a trunk list".into()),
+            (None, Some(list), native) => {
+                if list.is_empty() && native.is_none() {
+                    return Err("a trunk needs at least one VLAN or a native VLAN".into());
+                }
+                let allowed = list
+                    .iter()
+                    .map(|&v| id(v, "trunk VLAN"))
+                    .collect::<Result<VlanSet, _>>()?;
+                let native = native.map(|v| id(v, "native VLAN")).transpose()?;
+                Ok(PortMode::Trunk { allowed, native })
+            }
+        }
+    }
 }
 
 /// A request on the control socket.
@@ -31,6 +143,34 @@ pub enum Request {
     // Empty struct variants, so `deny_unknown_fields` rejects stray keys.
     ShowInterfaces {},
     ShowFdb {},
+    ShowBridgeDomains {},
+    PortAdd {
+        name: String,
+        domain: String,
+        /// Access VLAN.
+        vlan: Option<u16>,
+        /// Trunk VLANs.
+        trunk: Option<Vec<u16>>,
+        /// Trunk native VLAN.
+        native: Option<u16>,
+    },
+    PortDel {
+        name: String,
+    },
+    FdbAdd {
+        mac: String,
+        port: String,
+        vlan: Option<u16>,
+    },
+    FdbDel {
+        mac: String,
+        domain: String,
+        vlan: Option<u16>,
+    },
+    FdbFlush {
+        domain: Option<String>,
+        port: Option<String>,
+    },
 }
 
 /// The answer to a [`Request`]: `{"ok": ...}` or `{"error": "..."}`.
@@ -60,6 +200,8 @@ pub struct InterfaceRow {
     pub slot: u32,
     pub ifindex: u32,
     pub queues: u32,
+    /// e.g. `access vlan 100`, `trunk [100,200] native 1`.
+    pub mode: String,
     #[serde(flatten)]
     pub counters: PortCounters,
     pub xdp: XdpRow,
@@ -84,6 +226,20 @@ pub struct Status {
     pub umem: UmemRow,
     pub fdb_entries: usize,
     pub fdb: FdbCounters,
+}
+
+/// One bridge domain in `show bridge-domains`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DomainRow {
+    pub name: String,
+    pub ports: Vec<DomainPortRow>,
+    pub fdb_entries: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DomainPortRow {
+    pub name: String,
+    pub mode: String,
 }
 
 /// One entry in `show fdb`.
@@ -112,5 +268,90 @@ mod tests {
             "{err}"
         );
         assert!(serde_json::from_str::<Request>(r#"{"command":"show_fdb","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn port_add_parses_vlan_modes() {
+        let r: Request = serde_json::from_str(
+            r#"{"command":"port_add","name":"p","domain":"d","trunk":[100,200],"native":1}"#,
+        )
+        .unwrap();
+        let Request::PortAdd {
+            vlan,
+            trunk,
+            native,
+            ..
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            VlanSpec {
+                vlan,
+                trunk,
+                native
+            }
+            .to_mode()
+            .unwrap()
+            .to_string(),
+            "trunk [100,200] native 1"
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"command":"port_add","name":"p","domain":"d"}"#).unwrap();
+        let Request::PortAdd {
+            vlan,
+            trunk,
+            native,
+            ..
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            VlanSpec {
+                vlan,
+                trunk,
+                native
+            }
+            .to_mode()
+            .unwrap(),
+            PortMode::Access(VlanId::DEFAULT)
+        );
+        assert!(serde_json::from_str::<Request>(
+            r#"{"command":"port_add","name":"p","domain":"d","vlna":3}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn vlan_specs_are_validated() {
+        let spec = |vlan, trunk: Option<Vec<u16>>, native| {
+            VlanSpec {
+                vlan,
+                trunk,
+                native,
+            }
+            .to_mode()
+        };
+        assert!(spec(Some(0), None, None)
+            .unwrap_err()
+            .contains("vlan 0 is not a VLAN ID"));
+        assert!(spec(Some(4095), None, None).is_err());
+        assert!(spec(Some(5), Some(vec![5]), None)
+            .unwrap_err()
+            .contains("not both"));
+        assert!(spec(Some(5), None, Some(1))
+            .unwrap_err()
+            .contains("trunk ports only"));
+        assert!(spec(None, Some(vec![]), None)
+            .unwrap_err()
+            .contains("at least one"));
+        assert!(spec(None, Some(vec![10, 5000]), None)
+            .unwrap_err()
+            .contains("5000"));
+        assert_eq!(
+            spec(Some(100), None, None).unwrap(),
+            PortMode::Access(VlanId::new(100).unwrap())
+        );
     }
 }

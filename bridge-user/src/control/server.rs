@@ -1,26 +1,30 @@
-//! The control socket: a root-only unix socket speaking one JSON line each way.
+//! The control socket: a root-only unix socket speaking one JSON line each way, and the
+//! port operations that need both the forwarder and the XDP loader.
 //!
-//! Each connection carries one [`Request`]; the server turns it into a [`Command`], wakes
-//! the forwarder and awaits the snapshot. Malformed requests get an error response and
-//! change nothing.
+//! Each connection carries one [`Request`]; the server turns it into [`Command`]s, wakes
+//! the forwarder and awaits the answer. Invalid requests get an error response and change
+//! nothing. Port additions and removals are serialised by the loader lock, so the XSKMAP,
+//! the slot map and the forwarder's port table move together.
 
-use std::{
-    os::unix::fs::PermissionsExt,
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc, time::Duration};
 
 use crossbeam_channel::Sender;
+use serde_json::{json, Value};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::oneshot,
+    sync::{oneshot, Mutex},
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::{Command, Request, Response};
-use crate::{daemon::DaemonError, loader::XdpStats, xsk::sys::EventFd};
+use super::{Command, EntrySelector, PortGone, PortSpec, Request, Response, StaticEntry, VlanSpec};
+use crate::{
+    daemon::DaemonError,
+    loader::Loader,
+    port::{check_interface_name, rx_queue_count},
+    vlan::PortMode,
+    xsk::sys::{if_nametoindex, EventFd},
+};
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -57,21 +61,32 @@ pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError
     Ok(listener)
 }
 
-/// The control path's view of the forwarder.
+/// The control path's view of the forwarder and the loader.
 #[derive(Debug, Clone)]
 pub struct Handle {
     commands: Sender<Command>,
     wakeup: Arc<EventFd>,
-    xdp: Arc<Mutex<XdpStats>>,
+    loader: Arc<Mutex<Loader>>,
+}
+
+/// Formats an error with its chain of causes, for API answers.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out += &format!(": {s}");
+        source = s.source();
+    }
+    out
 }
 
 impl Handle {
     #[must_use]
-    pub fn new(commands: Sender<Command>, wakeup: Arc<EventFd>, xdp: XdpStats) -> Self {
+    pub fn new(commands: Sender<Command>, wakeup: Arc<EventFd>, loader: Loader) -> Self {
         Self {
             commands,
             wakeup,
-            xdp: Arc::new(Mutex::new(xdp)),
+            loader: Arc::new(Mutex::new(loader)),
         }
     }
 
@@ -94,26 +109,145 @@ impl Handle {
         }
     }
 
+    /// Binds a port's sockets, publishes them to the XDP program and attaches it. On any
+    /// failure everything done so far is undone.
+    ///
+    /// # Errors
+    /// A message for the operator: bad name, no such interface, bind or attach failure.
+    pub async fn add_port(&self, name: &str, domain: &str, mode: PortMode) -> Result<(), String> {
+        check_interface_name(name)?;
+        if domain.is_empty() {
+            return Err("the bridge domain name is empty".into());
+        }
+        let mut loader = self.loader.lock().await;
+        let ifindex = if_nametoindex(name)
+            .map_err(|_| format!("no interface {name} in the daemon's network namespace"))?;
+        let queues = rx_queue_count(name)
+            .map_err(|e| format!("cannot count the rx queues of {name}: {e}"))?;
+        let max = bridge_common::maps::MAX_QUEUES_PER_PORT;
+        if queues > max {
+            return Err(format!(
+                "{name} has {queues} rx queues; at most {max} are supported"
+            ));
+        }
+        let spec = PortSpec {
+            name: name.to_owned(),
+            ifindex,
+            queues,
+            domain: domain.to_owned(),
+            mode,
+        };
+        let added = self.ask(|r| Command::AddPort(spec, r)).await??;
+        if let Err(e) = loader
+            .register_port(name, added.slot, ifindex, &added.sockets)
+            .and_then(|()| loader.attach(name, ifindex))
+        {
+            loader.forget_port(name, added.slot, ifindex);
+            let _ = self.ask(|r| Command::RemovePort(name.to_owned(), r)).await;
+            return Err(chain(&e));
+        }
+        Ok(())
+    }
+
+    /// Detaches and removes a port; its frames return to the pool, its MACs are forgotten.
+    ///
+    /// # Errors
+    /// No such port.
+    pub async fn remove_port(&self, name: &str) -> Result<(), String> {
+        let mut loader = self.loader.lock().await;
+        let removed = self
+            .ask(|r| Command::RemovePort(name.to_owned(), r))
+            .await??;
+        loader.forget_port(name, removed.slot, removed.ifindex);
+        Ok(())
+    }
+
+    /// Cleans up after a port the forwarder removed because its interface vanished.
+    pub async fn port_gone(&self, gone: PortGone) {
+        self.loader
+            .lock()
+            .await
+            .forget_port(&gone.name, gone.removed.slot, gone.removed.ifindex);
+        info!(port = %gone.name, "vanished port cleaned up");
+    }
+
     /// Answers one request.
     pub async fn handle(&self, request: Request) -> Response {
-        let result = match request {
-            Request::ShowInterfaces {} => {
-                self.ask(Command::ShowInterfaces).await.map(|mut status| {
-                    let xdp = self.xdp.lock().expect("xdp stats lock");
+        let result: Result<Value, String> = match request {
+            Request::ShowInterfaces {} => match self.ask(Command::ShowInterfaces).await {
+                Ok(mut status) => {
+                    let loader = self.loader.lock().await;
                     for row in &mut status.interfaces {
-                        row.xdp = xdp.get(row.slot);
+                        row.xdp = loader.xdp_stats(row.slot);
                     }
-                    serde_json::to_value(status)
-                })
-            }
+                    serde_json::to_value(status).map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e),
+            },
             Request::ShowFdb {} => self
                 .ask(Command::ShowFdb)
                 .await
-                .map(|rows| serde_json::to_value(serde_json::json!({ "entries": rows }))),
+                .map(|rows| json!({ "entries": rows })),
+            Request::ShowBridgeDomains {} => self
+                .ask(Command::ShowBridgeDomains)
+                .await
+                .map(|rows| json!({ "bridge_domains": rows })),
+            Request::PortAdd {
+                name,
+                domain,
+                vlan,
+                trunk,
+                native,
+            } => match (VlanSpec {
+                vlan,
+                trunk,
+                native,
+            })
+            .to_mode()
+            {
+                Ok(mode) => self
+                    .add_port(&name, &domain, mode)
+                    .await
+                    .map(|()| json!({ "added": name })),
+                Err(e) => Err(e),
+            },
+            Request::PortDel { name } => self
+                .remove_port(&name)
+                .await
+                .map(|()| json!({ "removed": name })),
+            Request::FdbAdd { mac, port, vlan } => self
+                .ask(|r| Command::AddStaticEntry(StaticEntry { mac, port, vlan }, r))
+                .await
+                .and_then(|r| r)
+                .map(|()| json!({})),
+            Request::FdbDel { mac, domain, vlan } => {
+                let selector = EntrySelector {
+                    mac: mac.clone(),
+                    domain,
+                    vlan,
+                };
+                match self
+                    .ask(|r| Command::DeleteEntry(selector, r))
+                    .await
+                    .and_then(|r| r)
+                {
+                    Ok(true) => Ok(json!({ "deleted": mac })),
+                    Ok(false) => Err(format!("no FDB entry for {mac} on that domain and VLAN")),
+                    Err(e) => Err(e),
+                }
+            }
+            Request::FdbFlush { domain, port } => self
+                .ask(|reply| Command::FlushFdb {
+                    domain,
+                    port,
+                    reply,
+                })
+                .await
+                .and_then(|r| r)
+                .map(|n| json!({ "flushed": n })),
         };
         match result {
-            Ok(Ok(value)) => Response::Ok(value),
-            Ok(Err(e)) => Response::Error(format!("internal error encoding the answer: {e}")),
+            Ok(value) => Response::Ok(value),
             Err(e) => Response::Error(e),
         }
     }

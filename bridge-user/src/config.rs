@@ -6,6 +6,7 @@
 //! umem_frames = 16384           # optional: frames of 2048 bytes shared by all ports
 //! ring_size = 1024              # optional: entries per AF_XDP ring
 //! spin_us = 20                  # optional: keep polling this long after traffic
+//! metrics_listen = "127.0.0.1:9469"  # optional: Prometheus /metrics and /healthz
 //!
 //! [[bridge_domain]]
 //! name = "vwire"
@@ -48,6 +49,7 @@ struct ConfigFile {
     umem_frames: Option<u32>,
     ring_size: Option<u32>,
     spin_us: Option<u64>,
+    metrics_listen: Option<String>,
     #[serde(default)]
     bridge_domain: Vec<DomainFile>,
 }
@@ -85,6 +87,8 @@ pub struct BridgeConfig {
     pub umem_frames: u32,
     pub ring_size: u32,
     pub spin: Duration,
+    /// Where to serve `/metrics` and `/healthz`; off when unset.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub domains: Vec<DomainConfig>,
 }
 
@@ -170,6 +174,12 @@ impl BridgeConfig {
                 "spin_us = {spin}: must be at most 1000000 (one second)"
             ));
         }
+        let metrics_listen = match &file.metrics_listen {
+            None => None,
+            Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|_| {
+                ConfigError::Invalid(format!("metrics_listen = {text:?}: expected an address and port like \"127.0.0.1:9469\""))
+            })?),
+        };
         if file.bridge_domain.is_empty() {
             return invalid("no [[bridge_domain]]: at least one is needed".into());
         }
@@ -234,6 +244,7 @@ impl BridgeConfig {
             umem_frames: frames,
             ring_size: ring,
             spin: Duration::from_micros(spin),
+            metrics_listen,
             domains,
         })
     }
@@ -331,6 +342,10 @@ mod tests {
         assert!(
             err("[[bridge_domain]]\nname=\"a\"\nports=[\"a-name-that-is-too-long\"]")
                 .contains("not a valid interface name")
+        );
+        assert!(
+            err("metrics_listen = \"localhost\"\n[[bridge_domain]]\nname=\"a\"")
+                .contains("metrics_listen")
         );
         assert!(err("typo = 1\n[[bridge_domain]]\nname=\"a\"").contains("unknown field `typo`"));
         assert!(err("[[bridge_domain]]\nname=\"a\"\nports=\"p\"").contains("invalid type"));

@@ -17,7 +17,7 @@ use tracing::{error, info};
 
 use crate::{
     config::BridgeConfig,
-    control::{server, Command},
+    control::{http as server_http, server, Command},
     fdb::Fdb,
     forward::{Forwarder, LoopConfig},
     loader::{Loader, LoaderError},
@@ -38,6 +38,12 @@ pub enum DaemonError {
     Loader(#[from] LoaderError),
     #[error("control socket {path}: {reason}")]
     ControlSocket { path: String, reason: String },
+    #[error("cannot serve metrics on {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the forwarding thread failed")]
     ForwarderDied,
     #[error("cannot start the control runtime")]
@@ -108,6 +114,13 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
                 }
             }
         }
+        let metrics = match config.metrics_listen {
+            Some(addr) => match server_http::bind(addr).await {
+                Ok(listener) => Some(tokio::spawn(server_http::serve(listener, handle.clone()))),
+                Err(source) => return Err(DaemonError::Metrics { addr, source }),
+            },
+            None => None,
+        };
         info!(socket = %socket_path.display(), "vwire running");
         let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -122,6 +135,9 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
             }
         };
         serve.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         result
     });
     handle.send(Command::Shutdown);

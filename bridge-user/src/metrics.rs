@@ -4,7 +4,11 @@
 //! the per-frame path); the control path gets copies through `control::Command`.
 //! Names read direction, then object, then outcome (`rx_frames`, `tx_ring_full`).
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
+
+use crate::control::Status;
 
 /// Why the forwarder dropped a frame. Every drop has exactly one reason and one counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,9 +127,230 @@ pub struct FdbCounters {
     pub table_full: u64,
 }
 
+/// Renders a status snapshot in the Prometheus text exposition format (version 0.0.4):
+/// `_total` counters, bytes in bytes, ports and reasons as labels.
+#[must_use]
+pub fn render_prometheus(status: &Status) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut family =
+        |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+    let port =
+        |r: &crate::control::InterfaceRow| format!("port=\"{}\",domain=\"{}\"", r.name, r.domain);
+    let per_port = |f: fn(&crate::control::InterfaceRow) -> u64| {
+        status
+            .interfaces
+            .iter()
+            .map(move |r| (format!("{{{}}}", port(r)), f(r)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "vwire_up",
+        "gauge",
+        "1 while the forwarder answers.",
+        &mut std::iter::once((String::new(), 1)),
+    );
+    family(
+        "vwire_port_rx_frames_total",
+        "counter",
+        "Frames received from the port's wire.",
+        &mut per_port(|r| r.counters.rx_frames).into_iter(),
+    );
+    family(
+        "vwire_port_rx_bytes_total",
+        "counter",
+        "Bytes received from the port's wire.",
+        &mut per_port(|r| r.counters.rx_bytes).into_iter(),
+    );
+    family(
+        "vwire_port_tx_frames_total",
+        "counter",
+        "Frames queued for transmission on the port's wire.",
+        &mut per_port(|r| r.counters.tx_frames).into_iter(),
+    );
+    family(
+        "vwire_port_tx_bytes_total",
+        "counter",
+        "Bytes queued for transmission on the port's wire.",
+        &mut per_port(|r| r.counters.tx_bytes).into_iter(),
+    );
+    family(
+        "vwire_port_rx_flooded_frames_total",
+        "counter",
+        "Received frames flooded (broadcast, multicast, unknown unicast).",
+        &mut per_port(|r| r.counters.rx_flooded).into_iter(),
+    );
+    let mut drops = Vec::new();
+    let mut xdp = Vec::new();
+    let mut kernel = Vec::new();
+    for r in &status.interfaces {
+        let d = r.counters.drops;
+        for (reason, n) in [
+            ("runt", d.runt),
+            ("invalid_src_mac", d.invalid_src_mac),
+            ("same_port", d.same_port),
+            ("no_destination", d.no_destination),
+            ("tx_ring_full", d.tx_ring_full),
+            ("umem_exhausted", d.umem_exhausted),
+            ("tagged_on_access", d.tagged_on_access),
+            ("vlan_not_allowed", d.vlan_not_allowed),
+            ("untagged_no_native", d.untagged_no_native),
+            ("truncated_vlan_tag", d.truncated_vlan_tag),
+            ("vlan_not_member", d.vlan_not_member),
+        ] {
+            drops.push((format!("{{{},reason=\"{reason}\"}}", port(r)), n));
+        }
+        for (action, n) in [
+            ("redirected", r.xdp.redirected),
+            ("passed", r.xdp.passed),
+            ("aborted", r.xdp.aborted),
+        ] {
+            xdp.push((format!("{{{},action=\"{action}\"}}", port(r)), n));
+        }
+        let k = r.kernel;
+        for (reason, n) in [
+            ("rx_dropped", k.rx_dropped),
+            ("rx_ring_full", k.rx_ring_full),
+            ("rx_fill_ring_empty", k.rx_fill_ring_empty_descs),
+            ("rx_invalid_descs", k.rx_invalid_descs),
+            ("tx_invalid_descs", k.tx_invalid_descs),
+        ] {
+            kernel.push((format!("{{{},reason=\"{reason}\"}}", port(r)), n));
+        }
+    }
+    family(
+        "vwire_port_drops_total",
+        "counter",
+        "Frames the forwarder dropped, by reason.",
+        &mut drops.into_iter(),
+    );
+    family(
+        "vwire_port_xdp_frames_total",
+        "counter",
+        "Frames seen by the XDP program, by action.",
+        &mut xdp.into_iter(),
+    );
+    family(
+        "vwire_port_kernel_events_total",
+        "counter",
+        "The kernel's AF_XDP socket counters.",
+        &mut kernel.into_iter(),
+    );
+    let fdb = status.fdb;
+    family(
+        "vwire_fdb_entries",
+        "gauge",
+        "Entries in the MAC table.",
+        &mut std::iter::once((String::new(), status.fdb_entries as u64)),
+    );
+    family(
+        "vwire_fdb_learned_total",
+        "counter",
+        "MAC addresses learned.",
+        &mut std::iter::once((String::new(), fdb.learned)),
+    );
+    family(
+        "vwire_fdb_moved_total",
+        "counter",
+        "MAC addresses that moved to another port.",
+        &mut std::iter::once((String::new(), fdb.moved)),
+    );
+    family(
+        "vwire_fdb_aged_out_total",
+        "counter",
+        "MAC addresses aged out.",
+        &mut std::iter::once((String::new(), fdb.aged_out)),
+    );
+    family(
+        "vwire_fdb_table_full_total",
+        "counter",
+        "Source addresses not learned because the table was full.",
+        &mut std::iter::once((String::new(), fdb.table_full)),
+    );
+    let u = status.umem;
+    family(
+        "vwire_umem_frames",
+        "gauge",
+        "UMEM frames by where they are.",
+        &mut [("free", u.free), ("fill", u.in_fill), ("tx", u.in_tx)]
+            .into_iter()
+            .map(|(w, n)| (format!("{{state=\"{w}\"}}"), u64::from(n))),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::{InterfaceRow, UmemRow, XdpRow};
+
+    #[test]
+    fn prometheus_text_has_types_labels_and_values() {
+        let mut counters = PortCounters {
+            rx_frames: 7,
+            rx_bytes: 420,
+            ..Default::default()
+        };
+        counters.drops.count(DropReason::Runt);
+        let status = Status {
+            interfaces: vec![InterfaceRow {
+                name: "vw-a".into(),
+                domain: "wire".into(),
+                slot: 0,
+                ifindex: 3,
+                queues: 1,
+                mode: "access vlan 1".into(),
+                counters,
+                xdp: XdpRow {
+                    redirected: 8,
+                    passed: 0,
+                    aborted: 0,
+                },
+                kernel: Default::default(),
+            }],
+            umem: UmemRow {
+                frames: 16,
+                free: 8,
+                in_fill: 8,
+                in_tx: 0,
+                balanced: true,
+            },
+            fdb_entries: 1,
+            fdb: FdbCounters {
+                learned: 1,
+                ..Default::default()
+            },
+        };
+        let text = render_prometheus(&status);
+        assert!(text.contains("# TYPE vwire_port_rx_frames_total counter\nvwire_port_rx_frames_total{port=\"vw-a\",domain=\"wire\"} 7\n"), "{text}");
+        assert!(
+            text.contains("vwire_port_rx_bytes_total{port=\"vw-a\",domain=\"wire\"} 420"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "vwire_port_drops_total{port=\"vw-a\",domain=\"wire\",reason=\"runt\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("vwire_port_xdp_frames_total{port=\"vw-a\",domain=\"wire\",action=\"redirected\"} 8"), "{text}");
+        assert!(
+            text.contains("# TYPE vwire_fdb_entries gauge\nvwire_fdb_entries 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vwire_umem_frames{state=\"fill\"} 8"),
+            "{text}"
+        );
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<u64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
 
     #[test]
     fn each_reason_has_its_own_counter() {

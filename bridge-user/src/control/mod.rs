@@ -6,6 +6,7 @@
 //! The wire format of the unix socket is one JSON [`Request`] line and one JSON
 //! [`Response`] line per connection.
 
+pub mod http;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

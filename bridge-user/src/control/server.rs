@@ -171,19 +171,26 @@ impl Handle {
         info!(port = %gone.name, "vanished port cleaned up");
     }
 
+    /// Interface counters, with the XDP program's counters filled in.
+    ///
+    /// # Errors
+    /// The forwarder did not answer.
+    pub async fn status(&self) -> Result<super::Status, String> {
+        let mut status = self.ask(Command::ShowInterfaces).await?;
+        let loader = self.loader.lock().await;
+        for row in &mut status.interfaces {
+            row.xdp = loader.xdp_stats(row.slot);
+        }
+        Ok(status)
+    }
+
     /// Answers one request.
     pub async fn handle(&self, request: Request) -> Response {
         let result: Result<Value, String> = match request {
-            Request::ShowInterfaces {} => match self.ask(Command::ShowInterfaces).await {
-                Ok(mut status) => {
-                    let loader = self.loader.lock().await;
-                    for row in &mut status.interfaces {
-                        row.xdp = loader.xdp_stats(row.slot);
-                    }
-                    serde_json::to_value(status).map_err(|e| e.to_string())
-                }
-                Err(e) => Err(e),
-            },
+            Request::ShowInterfaces {} => self
+                .status()
+                .await
+                .and_then(|s| serde_json::to_value(s).map_err(|e| e.to_string())),
             Request::ShowFdb {} => self
                 .ask(Command::ShowFdb)
                 .await

@@ -745,9 +745,7 @@ impl Forwarder {
                 Command::ShowInterfaces(reply) => drop(reply.send(self.status())),
                 Command::ShowFdb(reply) => drop(reply.send(self.fdb_rows(now))),
                 Command::ShowBridgeDomains(reply) => drop(reply.send(self.domain_rows())),
-                Command::AddPort(spec, reply) => {
-                    drop(reply.send(self.add_port(spec).map_err(|e| e.to_string())))
-                }
+                Command::AddPort(spec, reply) => drop(reply.send(self.add_port(spec))),
                 Command::RemovePort(name, reply) => {
                     drop(reply.send(self.remove_port(&name).map_err(|e| e.to_string())))
                 }

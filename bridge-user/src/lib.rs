@@ -4,6 +4,8 @@
 
 /// The `vwire` command line and the client side of the control socket.
 pub mod cli;
+/// `vwire-cni`: the CNI plugin that gives pods an interface on a wire.
+pub mod cni;
 /// The TOML config file and its validation.
 pub mod config;
 /// The typed interface between the control path and the forwarder, and the API server.

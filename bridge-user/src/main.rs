@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         CliCommand::Run { config } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
-                    EnvFilter::try_from_env("VWIRE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())

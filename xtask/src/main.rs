@@ -6,6 +6,7 @@
 
 mod build;
 mod demo;
+mod deploy;
 mod run;
 mod setup;
 mod test;
@@ -36,6 +37,8 @@ enum Command {
     Test(test::Options),
     /// Run only bridge-user's privileged integration tests (netns + veth).
     IntegrationTest(test::IntegrationOptions),
+    /// Render deploy/ (DaemonSet, ConfigMap, samples) for an image and a daemon config.
+    Deploy(deploy::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Demo(opts) => demo::demo(&opts),
         Command::Test(opts) => test::test(opts),
         Command::IntegrationTest(opts) => test::integration_test(opts),
+        Command::Deploy(args) => deploy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

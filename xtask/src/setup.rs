@@ -43,6 +43,7 @@ pub fn setup() -> Result<()> {
     nightly_rust_src()?;
     rustfmt()?;
     bpf_linker()?;
+    python_packages()?;
     Ok(())
 }
 
@@ -78,6 +79,12 @@ fn missing() -> Vec<String> {
     if !bpf_linker_ok() {
         missing.push(format!("bpf-linker {BPF_LINKER_VERSION}"));
     }
+    missing.extend(
+        PYTHON_PACKAGES
+            .iter()
+            .filter(|(_, module)| !python_module_present(module))
+            .map(|(pkg, _)| (*pkg).to_owned()),
+    );
     missing
 }
 
@@ -155,6 +162,31 @@ fn nightly_rust_src() -> Result<()> {
     }
     step("nightly rust-src", "installing");
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// PyPI packages the tests use: (package, module). kubernetes-validate checks the
+/// rendered Kubernetes manifests against the API schemas offline.
+const PYTHON_PACKAGES: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes_validate")];
+
+fn python_module_present(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn python_packages() -> Result<()> {
+    for (pkg, module) in PYTHON_PACKAGES {
+        if python_module_present(module) {
+            step(pkg, "present, skip");
+            continue;
+        }
+        step(pkg, "installing");
+        run(Command::new("python3").args(["-m", "pip", "install", "--quiet", pkg]))?;
+    }
+    Ok(())
 }
 
 fn rustfmt() -> Result<()> {

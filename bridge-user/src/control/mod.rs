@@ -32,7 +32,10 @@ pub enum Command {
     ShowFdb(oneshot::Sender<Vec<FdbRow>>),
     ShowBridgeDomains(oneshot::Sender<Vec<DomainRow>>),
     /// Bind sockets for a new port; the reply has its slot and socket fds for the XSKMAP.
-    AddPort(PortSpec, Reply<PortAdded>),
+    AddPort(
+        PortSpec,
+        oneshot::Sender<Result<PortAdded, crate::forward::PortError>>,
+    ),
     /// Close a port's sockets and reclaim its frames; replies with its slot and ifindex.
     RemovePort(String, Reply<PortRemoved>),
     AddStaticEntry(StaticEntry, Reply<()>),

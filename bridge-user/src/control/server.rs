@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::{Command, EntrySelector, PortGone, PortSpec, Request, Response, StaticEntry, VlanSpec};
 use crate::{
     daemon::DaemonError,
+    forward::PortError,
     loader::Loader,
     port::{check_interface_name, rx_queue_count},
     vlan::PortMode,
@@ -30,6 +31,9 @@ use crate::{
 const MAX_REQUEST: u64 = 64 * 1024;
 /// How long a client may take to send its request, and the forwarder to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// How often, and how far apart, a bind that found its queue busy is retried (1 s in all).
+const BUSY_RETRIES: u32 = 50;
+const BUSY_RETRY_DELAY: Duration = Duration::from_millis(20);
 
 /// Creates the socket, refusing to take over one a live daemon is using.
 ///
@@ -137,7 +141,19 @@ impl Handle {
             domain: domain.to_owned(),
             mode,
         };
-        let added = self.ask(|r| Command::AddPort(spec, r)).await??;
+        let mut attempt = 0;
+        let added = loop {
+            match self.ask(|r| Command::AddPort(spec.clone(), r)).await? {
+                Ok(added) => break added,
+                // A socket of this port closed moments ago (port del, then add): the kernel
+                // frees its queue asynchronously. Wait here, not in the forwarding thread.
+                Err(PortError::Bind(e)) if e.is_queue_busy() && attempt < BUSY_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(BUSY_RETRY_DELAY).await;
+                }
+                Err(e) => return Err(chain(&e)),
+            }
+        };
         if let Err(e) = loader
             .register_port(name, added.slot, ifindex, &added.sockets)
             .and_then(|()| loader.attach(name, ifindex))

@@ -48,6 +48,13 @@ pub enum XskError {
 }
 
 impl XskError {
+    /// The queue is still held by a socket that was just closed: the kernel releases it
+    /// from a workqueue shortly after `close`, so binding again a moment later succeeds.
+    #[must_use]
+    pub fn is_queue_busy(&self) -> bool {
+        matches!(self, Self::Syscall { call: "bind(AF_XDP)", source, .. } if source.raw_os_error() == Some(libc::EBUSY))
+    }
+
     pub(crate) fn syscall(call: &'static str, what: impl Into<String>, source: io::Error) -> Self {
         Self::Syscall {
             call,

@@ -1,0 +1,91 @@
+//! The legacy ethtool ioctl for TX checksum offload: the one `unsafe` call of the plugin.
+//!
+//! A veth sends TCP and UDP with partial checksums; forwarded through AF_XDP unchanged the
+//! receiver drops them (PLATFORM.md). `ETHTOOL_STXCSUM` clears the same feature bits as
+//! `ethtool -K IF tx off` (`NETIF_F_CSUM_MASK`, kernel `net/ethtool/ioctl.c`,
+//! `ethtool_get_feature_mask`), and the kernel then drops the features that need them (TSO).
+#![allow(
+    unsafe_code,
+    reason = "SIOCETHTOOL has no safe wrapper in nix or libc; one ioctl, fenced here"
+)]
+
+use std::{
+    io,
+    os::fd::{AsRawFd, OwnedFd},
+};
+
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+
+/// `include/uapi/linux/ethtool.h`: get / set TX checksum offload.
+const ETHTOOL_GTXCSUM: u32 = 0x16;
+const ETHTOOL_STXCSUM: u32 = 0x17;
+/// `include/uapi/linux/sockios.h`; typed as `ioctl`'s request argument, which is `c_ulong` on
+/// glibc and `c_int` on musl (the plugin is shipped as a static musl binary).
+const SIOCETHTOOL: libc::Ioctl = 0x8946;
+
+/// `struct ethtool_value` (`include/uapi/linux/ethtool.h`).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// Turns TX checksum offload on `ifname` (in the calling thread's namespace) on or off.
+///
+/// # Errors
+/// No such interface, or the driver refuses.
+pub fn set_tx_checksum(ifname: &str, on: bool) -> io::Result<()> {
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_STXCSUM,
+        data: u32::from(on),
+    };
+    ethtool(ifname, &mut value)
+}
+
+/// Whether TX checksum offload is on for `ifname`.
+///
+/// # Errors
+/// No such interface.
+pub fn tx_checksum(ifname: &str) -> io::Result<bool> {
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_GTXCSUM,
+        data: 0,
+    };
+    ethtool(ifname, &mut value)?;
+    Ok(value.data != 0)
+}
+
+fn ethtool(ifname: &str, value: &mut EthtoolValue) -> io::Result<()> {
+    let bytes = ifname.as_bytes();
+    if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{ifname:?} is not an interface name"),
+        ));
+    }
+    let sock: OwnedFd = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
+    for (dst, &src) in name.iter_mut().zip(bytes) {
+        *dst = libc::c_char::from_ne_bytes([src]);
+    }
+    let mut ifr = libc::ifreq {
+        ifr_name: name,
+        ifr_ifru: libc::__c_anonymous_ifr_ifru {
+            ifru_data: std::ptr::from_mut(value).cast(),
+        },
+    };
+    // SAFETY: `sock` is an open socket; `ifr` is a valid, NUL-terminated ifreq whose data
+    // pointer refers to `value`, an `ethtool_value` that outlives the call. SIOCETHTOOL reads
+    // and writes only `sizeof(struct ethtool_value)` bytes there for (G|S)TXCSUM.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL, &raw mut ifr) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

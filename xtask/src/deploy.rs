@@ -181,8 +181,9 @@ mod tests {
 
     const CONFIG: &str = "fdb_max_age_secs = 60\n\n[[bridge_domain]]\nname = \"blue\"\n";
 
-    fn rendered() -> PathBuf {
-        let out = std::env::temp_dir().join(format!("vwire-deploy-test-{}", std::process::id()));
+    /// Renders into a directory of the test's own, so tests can run in parallel.
+    fn rendered(test: &str) -> PathBuf {
+        let out = std::env::temp_dir().join(format!("vwire-deploy-{test}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&out);
         render(
             &workspace_root().join("deploy"),
@@ -196,7 +197,7 @@ mod tests {
 
     #[test]
     fn substitutes_image_and_config() {
-        let out = rendered();
+        let out = rendered("substitutes");
         let ds = fs::read_to_string(out.join("daemonset.yaml")).unwrap();
         assert_eq!(
             ds.matches("image: registry.example.com/vwire:1.2.3")
@@ -227,7 +228,7 @@ mod tests {
     /// renders the kustomize directories where kubectl exists.
     #[test]
     fn rendered_manifests_validate_offline() {
-        let out = rendered();
+        let out = rendered("validate");
         let has_validator = Command::new("python3")
             .args(["-c", "import kubernetes_validate"])
             .status()

@@ -318,12 +318,13 @@ pub fn interfaces_table(status: &Value) -> String {
     }
     if let Some(fdb) = status.get("fdb") {
         out += &format!(
-            "fdb: {} entries; learned {}, moved {}, aged out {}, not learned (table full) {}\n",
+            "fdb: {} entries; learned {}, moved {}, aged out {}, not learned: table full {}, port limit {}\n",
             u(status, "fdb_entries"),
             u(fdb, "learned"),
             u(fdb, "moved"),
             u(fdb, "aged_out"),
-            u(fdb, "table_full")
+            u(fdb, "table_full"),
+            u(fdb, "port_limit")
         );
     }
     out

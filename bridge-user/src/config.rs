@@ -3,6 +3,7 @@
 //! ```toml
 //! fdb_max_age_secs = 300        # optional, default 300
 //! fdb_max_entries = 65536       # optional
+//! max_macs_per_port = 4096      # optional: learned MACs one port may hold
 //! umem_frames = 16384           # optional: frames of 2048 bytes shared by all ports
 //! ring_size = 1024              # optional: entries per AF_XDP ring
 //! spin_us = 20                  # optional: keep polling this long after traffic
@@ -46,6 +47,7 @@ pub enum ConfigError {
 struct ConfigFile {
     fdb_max_age_secs: Option<u64>,
     fdb_max_entries: Option<usize>,
+    max_macs_per_port: Option<u32>,
     umem_frames: Option<u32>,
     ring_size: Option<u32>,
     spin_us: Option<u64>,
@@ -84,6 +86,7 @@ struct PortTable {
 pub struct BridgeConfig {
     pub fdb_max_age: Duration,
     pub fdb_max_entries: usize,
+    pub max_macs_per_port: u32,
     pub umem_frames: u32,
     pub ring_size: u32,
     pub spin: Duration,
@@ -107,6 +110,7 @@ pub struct PortConfig {
 impl BridgeConfig {
     pub const DEFAULT_FDB_MAX_AGE_SECS: u64 = 300;
     pub const DEFAULT_FDB_MAX_ENTRIES: usize = 65_536;
+    pub const DEFAULT_MAX_MACS_PER_PORT: u32 = 4096;
     pub const DEFAULT_UMEM_FRAMES: u32 = 16_384;
     pub const DEFAULT_RING_SIZE: u32 = 1024;
     pub const DEFAULT_SPIN_US: u64 = 20;
@@ -155,6 +159,12 @@ impl BridgeConfig {
             return invalid(format!(
                 "fdb_max_entries = {entries}: must be between 1 and 16777216"
             ));
+        }
+        let per_port = file
+            .max_macs_per_port
+            .unwrap_or(Self::DEFAULT_MAX_MACS_PER_PORT);
+        if per_port == 0 {
+            return invalid("max_macs_per_port = 0: must be at least 1".into());
         }
         let ring = file.ring_size.unwrap_or(Self::DEFAULT_RING_SIZE);
         if !ring.is_power_of_two() || !(64..=16_384).contains(&ring) {
@@ -238,6 +248,7 @@ impl BridgeConfig {
         Ok(Self {
             fdb_max_age: Duration::from_secs(age),
             fdb_max_entries: entries,
+            max_macs_per_port: per_port,
             umem_frames: frames,
             ring_size: ring,
             spin: Duration::from_micros(spin),

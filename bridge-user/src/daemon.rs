@@ -73,7 +73,11 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
             ring_size: config.ring_size,
         },
     };
-    let fdb = Fdb::new(config.fdb_max_age, config.fdb_max_entries);
+    let fdb = Fdb::new(
+        config.fdb_max_age,
+        config.fdb_max_entries,
+        config.max_macs_per_port,
+    );
     let mut forwarder = Forwarder::new(
         umem,
         fdb,

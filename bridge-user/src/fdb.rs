@@ -47,6 +47,8 @@ pub enum Learned {
     StaticConflict,
     /// The table is full; the address was not learned (frames to it keep flooding).
     TableFull,
+    /// The port already holds its limit of learned addresses; not learned.
+    PortLimit,
 }
 
 /// The learning table.
@@ -55,41 +57,67 @@ pub struct Fdb {
     entries: HashMap<FdbKey, FdbEntry>,
     max_age: Duration,
     capacity: usize,
+    /// Most learned entries one port may hold (a MAC flood from one port cannot fill the
+    /// table for everyone).
+    per_port_limit: u32,
+    /// Learned (not static) entries per port, indexed by slot.
+    per_port: Vec<u32>,
 }
 
 impl Fdb {
-    /// A table whose dynamic entries live `max_age` and which holds at most `capacity`.
+    /// A table whose learned entries live `max_age`, which holds at most `capacity` entries
+    /// and at most `per_port_limit` learned ones per port.
     #[must_use]
-    pub fn new(max_age: Duration, capacity: usize) -> Self {
+    pub fn new(max_age: Duration, capacity: usize, per_port_limit: u32) -> Self {
         Self {
             entries: HashMap::with_capacity(capacity.min(4096)),
             max_age,
             capacity,
+            per_port_limit,
+            per_port: Vec::new(),
         }
+    }
+
+    fn count(&mut self, port: PortId) -> &mut u32 {
+        let i = port.0 as usize;
+        if self.per_port.len() <= i {
+            self.per_port.resize(i + 1, 0);
+        }
+        &mut self.per_port[i]
+    }
+
+    /// Learned entries currently held for `port`.
+    #[must_use]
+    pub fn learned_on(&self, port: PortId) -> u32 {
+        self.per_port.get(port.0 as usize).copied().unwrap_or(0)
     }
 
     /// Records that `key.mac` was seen as a source on `port`.
     pub fn learn(&mut self, key: FdbKey, port: PortId, now: Instant) -> Learned {
         let len = self.entries.len();
-        match self.entries.get_mut(&key) {
+        let port_full = self.learned_on(port) >= self.per_port_limit;
+        let outcome = match self.entries.get_mut(&key) {
             Some(entry) if entry.is_static => {
-                if entry.port == port {
+                return if entry.port == port {
                     Learned::Refreshed
                 } else {
                     Learned::StaticConflict
-                }
+                };
             }
+            Some(entry) if entry.port == port => {
+                entry.last_seen = now;
+                return Learned::Refreshed;
+            }
+            Some(_) if port_full => return Learned::PortLimit,
             Some(entry) => {
                 let from = entry.port;
                 entry.last_seen = now;
-                if from == port {
-                    Learned::Refreshed
-                } else {
-                    entry.port = port;
-                    Learned::Moved { from }
-                }
+                entry.port = port;
+                *self.count(from) -= 1;
+                Learned::Moved { from }
             }
-            None if len >= self.capacity => Learned::TableFull,
+            None if len >= self.capacity => return Learned::TableFull,
+            None if port_full => return Learned::PortLimit,
             None => {
                 self.entries.insert(
                     key,
@@ -101,7 +129,9 @@ impl Fdb {
                 );
                 Learned::New
             }
-        }
+        };
+        *self.count(port) += 1;
+        outcome
     }
 
     /// The port `key.mac` was last seen on, unless that was longer ago than the age limit.
@@ -117,37 +147,45 @@ impl Fdb {
         }
     }
 
-    /// Removes dynamic entries older than the age limit; returns how many went.
-    pub fn expire(&mut self, now: Instant) -> usize {
+    /// Keeps the entries `keep` accepts, keeping the per-port counts right. Returns how
+    /// many went.
+    fn retain(&mut self, mut keep: impl FnMut(&FdbKey, &FdbEntry) -> bool) -> usize {
         let before = self.entries.len();
-        let max_age = self.max_age;
-        self.entries
-            .retain(|_, e| e.is_static || now.saturating_duration_since(e.last_seen) <= max_age);
+        let per_port = &mut self.per_port;
+        self.entries.retain(|k, e| {
+            let kept = keep(k, e);
+            if !kept && !e.is_static {
+                per_port[e.port.0 as usize] -= 1;
+            }
+            kept
+        });
         before - self.entries.len()
     }
 
-    /// Forgets every dynamic entry on `port` (the port went away); returns how many.
+    /// Removes learned entries older than the age limit; returns how many went.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let max_age = self.max_age;
+        self.retain(|_, e| e.is_static || now.saturating_duration_since(e.last_seen) <= max_age)
+    }
+
+    /// Forgets every entry on `port`, static ones too (the port went away); returns how many.
     pub fn flush_port(&mut self, port: PortId) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|_, e| e.port != port);
-        before - self.entries.len()
+        self.retain(|_, e| e.port != port)
     }
 
     /// Removes one entry, static or learned; returns whether there was one.
     pub fn remove(&mut self, key: &FdbKey) -> bool {
-        self.entries.remove(key).is_some()
+        self.retain(|k, _| k != key) > 0
     }
 
     /// Removes the learned entries `select` picks; static entries stay. Returns how many.
     pub fn flush_dynamic(&mut self, select: impl Fn(&FdbKey, &FdbEntry) -> bool) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|k, e| e.is_static || !select(k, e));
-        before - self.entries.len()
+        self.retain(|k, e| e.is_static || !select(k, e))
     }
 
     /// Adds or replaces a static entry, which the learning of other ports cannot move.
     pub fn insert_static(&mut self, key: FdbKey, port: PortId, now: Instant) {
-        self.entries.insert(
+        let replaced = self.entries.insert(
             key,
             FdbEntry {
                 port,
@@ -155,6 +193,9 @@ impl Fdb {
                 is_static: true,
             },
         );
+        if let Some(old) = replaced.filter(|e| !e.is_static) {
+            *self.count(old.port) -= 1;
+        }
     }
 
     #[must_use]
@@ -189,7 +230,7 @@ mod tests {
     #[test]
     fn learns_and_looks_up() {
         let t0 = Instant::now();
-        let mut fdb = Fdb::new(AGE, 16);
+        let mut fdb = Fdb::new(AGE, 16, 16);
         assert_eq!(fdb.lookup(&key(1), t0), Lookup::Miss);
         assert_eq!(fdb.learn(key(1), PortId(3), t0), Learned::New);
         assert_eq!(fdb.lookup(&key(1), t0), Lookup::Hit(PortId(3)));
@@ -200,7 +241,7 @@ mod tests {
     #[test]
     fn same_mac_on_two_vlans_or_domains_is_two_entries() {
         let t0 = Instant::now();
-        let mut fdb = Fdb::new(AGE, 16);
+        let mut fdb = Fdb::new(AGE, 16, 16);
         let mut other_vlan = key(1);
         other_vlan.vlan = VlanId::new(100).unwrap();
         let mut other_domain = key(1);
@@ -216,7 +257,7 @@ mod tests {
     #[test]
     fn follows_a_moved_mac() {
         let t0 = Instant::now();
-        let mut fdb = Fdb::new(AGE, 16);
+        let mut fdb = Fdb::new(AGE, 16, 16);
         fdb.learn(key(1), PortId(0), t0);
         assert_eq!(
             fdb.learn(key(1), PortId(1), t0),
@@ -228,7 +269,7 @@ mod tests {
     #[test]
     fn ages_out_exactly_after_max_age() {
         let t0 = Instant::now();
-        let mut fdb = Fdb::new(AGE, 16);
+        let mut fdb = Fdb::new(AGE, 16, 16);
         fdb.learn(key(1), PortId(0), t0);
         assert_eq!(fdb.lookup(&key(1), t0 + AGE), Lookup::Hit(PortId(0)));
         assert_eq!(
@@ -243,7 +284,7 @@ mod tests {
     #[test]
     fn refresh_extends_life() {
         let t0 = Instant::now();
-        let mut fdb = Fdb::new(AGE, 16);
+        let mut fdb = Fdb::new(AGE, 16, 16);
         fdb.learn(key(1), PortId(0), t0);
         fdb.learn(key(1), PortId(0), t0 + AGE);
         assert_eq!(fdb.lookup(&key(1), t0 + AGE * 2), Lookup::Hit(PortId(0)));
@@ -252,7 +293,7 @@ mod tests {
     #[test]
     fn full_table_keeps_known_hosts() {
         let t0 = Instant::now();
-        let mut fdb = Fdb::new(AGE, 2);
+        let mut fdb = Fdb::new(AGE, 2, 16);
         fdb.learn(key(1), PortId(0), t0);
         fdb.learn(key(2), PortId(1), t0);
         assert_eq!(fdb.learn(key(3), PortId(1), t0), Learned::TableFull);
@@ -262,9 +303,67 @@ mod tests {
     }
 
     #[test]
+    fn per_port_limit_stops_one_port_filling_the_table() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::new(AGE, 100, 2);
+        fdb.learn(key(1), PortId(0), t0);
+        fdb.learn(key(2), PortId(0), t0);
+        assert_eq!(fdb.learn(key(3), PortId(0), t0), Learned::PortLimit);
+        assert_eq!(
+            fdb.learn(key(3), PortId(1), t0),
+            Learned::New,
+            "other ports still learn"
+        );
+        assert_eq!(
+            fdb.learn(key(1), PortId(0), t0),
+            Learned::Refreshed,
+            "known hosts keep working"
+        );
+        assert_eq!(
+            fdb.learn(key(3), PortId(0), t0),
+            Learned::PortLimit,
+            "no move onto a full port"
+        );
+        assert_eq!(
+            fdb.learn(key(1), PortId(1), t0),
+            Learned::Moved { from: PortId(0) }
+        );
+        assert_eq!(
+            (fdb.learned_on(PortId(0)), fdb.learned_on(PortId(1))),
+            (1, 2)
+        );
+        assert_eq!(
+            fdb.learn(key(4), PortId(0), t0),
+            Learned::New,
+            "a move frees room"
+        );
+        assert_eq!(fdb.expire(t0 + AGE * 2), 4);
+        assert_eq!(
+            (fdb.learned_on(PortId(0)), fdb.learned_on(PortId(1))),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn counts_survive_every_way_out() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::new(AGE, 100, 100);
+        for i in 0..6 {
+            fdb.learn(key(i), PortId(0), t0);
+        }
+        fdb.insert_static(key(0), PortId(1), t0);
+        assert!(fdb.remove(&key(1)));
+        assert_eq!(fdb.flush_dynamic(|k, _| k.mac.0[5] == 2), 1);
+        assert_eq!(fdb.learned_on(PortId(0)), 3);
+        assert_eq!(fdb.flush_port(PortId(0)), 3);
+        assert_eq!(fdb.learned_on(PortId(0)), 0);
+        assert_eq!(fdb.len(), 1);
+    }
+
+    #[test]
     fn static_entries_do_not_move_or_age() {
         let t0 = Instant::now();
-        let mut fdb = Fdb::new(AGE, 16);
+        let mut fdb = Fdb::new(AGE, 16, 16);
         fdb.insert_static(key(1), PortId(0), t0);
         assert_eq!(fdb.learn(key(1), PortId(1), t0), Learned::StaticConflict);
         assert_eq!(fdb.expire(t0 + AGE * 10), 0);
@@ -274,7 +373,7 @@ mod tests {
     #[test]
     fn flush_dynamic_keeps_static_entries() {
         let t0 = Instant::now();
-        let mut fdb = Fdb::new(AGE, 16);
+        let mut fdb = Fdb::new(AGE, 16, 16);
         fdb.insert_static(key(1), PortId(0), t0);
         fdb.learn(key(2), PortId(0), t0);
         fdb.learn(key(3), PortId(1), t0);
@@ -287,7 +386,7 @@ mod tests {
     #[test]
     fn flush_port_forgets_only_that_port() {
         let t0 = Instant::now();
-        let mut fdb = Fdb::new(AGE, 16);
+        let mut fdb = Fdb::new(AGE, 16, 16);
         fdb.learn(key(1), PortId(0), t0);
         fdb.learn(key(2), PortId(1), t0);
         assert_eq!(fdb.flush_port(PortId(0)), 1);

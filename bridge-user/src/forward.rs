@@ -139,6 +139,7 @@ pub fn decide(
         Learned::New => events.learned += 1,
         Learned::Moved { .. } => events.moved += 1,
         Learned::TableFull => events.table_full += 1,
+        Learned::PortLimit => events.port_limit += 1,
         Learned::Refreshed | Learned::StaticConflict => {}
     }
     let dst: MacAddr = eth.dst_addr();
@@ -1003,7 +1004,7 @@ mod tests {
     impl Bridge {
         fn new() -> Self {
             Self {
-                fdb: Fdb::new(Duration::from_secs(300), 1024),
+                fdb: Fdb::new(Duration::from_secs(300), 1024, 1024),
                 events: FdbCounters::default(),
                 now: Instant::now(),
                 mode: PortMode::default(),

@@ -125,6 +125,8 @@ pub struct FdbCounters {
     pub aged_out: u64,
     /// Source addresses not learned because the table was full.
     pub table_full: u64,
+    /// Source addresses not learned because their port held its limit.
+    pub port_limit: u64,
 }
 
 /// Renders a status snapshot in the Prometheus text exposition format (version 0.0.4):

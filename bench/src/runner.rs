@@ -1,0 +1,760 @@
+//! `vwire-bench run`: every scenario on every device under test, on a fresh topology each,
+//! then the report. Measures; asserts nothing about timing.
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::{
+    frame,
+    gen::GenReport,
+    report,
+    sink::SinkReport,
+    topo::{self, in_ns, CmdLog, Dut, DutKind, Topology},
+};
+
+/// Options of the runner.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunArgs {
+    /// CI smoke mode: one repetition, 2 s per measurement.
+    #[arg(long, conflicts_with = "full")]
+    pub short: bool,
+    /// Full mode (the default): three repetitions, 5 s per measurement.
+    #[arg(long)]
+    pub full: bool,
+    /// The vwire daemon binary.
+    #[arg(long, default_value = "target/release/vwire")]
+    pub vwire: PathBuf,
+    /// Directory for `<timestamp>.md`, `latest.md` and the charts.
+    #[arg(long, default_value = "bench/results")]
+    pub out: PathBuf,
+    /// Override seconds per measurement.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Override repetitions per measurement.
+    #[arg(long)]
+    pub reps: Option<usize>,
+    /// Only these devices (comma-separated: linux-bridge,vwire,ovs-afxdp).
+    #[arg(long, value_delimiter = ',')]
+    pub dut: Option<Vec<String>>,
+    /// Only these scenarios (comma-separated keys, e.g. rate64,ping).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Option<Vec<String>>,
+    /// Passed to vwire's config as `spin_us`.
+    #[arg(long)]
+    pub spin_us: Option<u64>,
+}
+
+/// One scenario, as a row of the report.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Scenario {
+    pub key: &'static str,
+    pub label: &'static str,
+    pub unit: &'static str,
+    pub higher_is_better: bool,
+}
+
+/// Every scenario, in report order.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        key: "rate64",
+        label: "64 B known unicast, delivered",
+        unit: "kpps",
+        higher_is_better: true,
+    },
+    Scenario {
+        key: "rate128",
+        label: "128 B known unicast, delivered",
+        unit: "kpps",
+        higher_is_better: true,
+    },
+    Scenario {
+        key: "rate512",
+        label: "512 B known unicast, delivered",
+        unit: "kpps",
+        higher_is_better: true,
+    },
+    Scenario {
+        key: "rate1518",
+        label: "1518 B known unicast, delivered",
+        unit: "kpps",
+        higher_is_better: true,
+    },
+    Scenario {
+        key: "loss64",
+        label: "64 B flat out, loss",
+        unit: "%",
+        higher_is_better: false,
+    },
+    Scenario {
+        key: "cpu64",
+        label: "forwarder CPU during 64 B flat out",
+        unit: "% of a core",
+        higher_is_better: false,
+    },
+    Scenario {
+        key: "owl_p50",
+        label: "one-way latency at 10 kpps (64 B), p50",
+        unit: "us",
+        higher_is_better: false,
+    },
+    Scenario {
+        key: "owl_p99",
+        label: "one-way latency at 10 kpps (64 B), p99",
+        unit: "us",
+        higher_is_better: false,
+    },
+    Scenario {
+        key: "ping_p50",
+        label: "ping RTT p50 (200 x 10 ms)",
+        unit: "us",
+        higher_is_better: false,
+    },
+    Scenario {
+        key: "ping_p99",
+        label: "ping RTT p99",
+        unit: "us",
+        higher_is_better: false,
+    },
+    Scenario {
+        key: "tcp",
+        label: "TCP throughput, iperf3 1 stream",
+        unit: "Gbit/s",
+        higher_is_better: true,
+    },
+    Scenario {
+        key: "flood4",
+        label: "64 B unknown unicast flooded to 4 clients, per client",
+        unit: "kpps",
+        higher_is_better: true,
+    },
+    Scenario {
+        key: "macs64k",
+        label: "64 B from 64K source MACs, delivered",
+        unit: "kpps",
+        higher_is_better: true,
+    },
+    Scenario {
+        key: "idle_cpu",
+        label: "forwarder CPU with no traffic",
+        unit: "% of a core",
+        higher_is_better: false,
+    },
+    Scenario {
+        key: "trafgen64",
+        label: "generator check: trafgen --cpus 1, 64 B",
+        unit: "kpps",
+        higher_is_better: true,
+    },
+];
+
+/// One measured value.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    pub dut: String,
+    pub key: &'static str,
+    pub rep: usize,
+    pub value: f64,
+    /// Context for the details table (sent rate, loss, latency under load...).
+    pub detail: String,
+}
+
+/// Everything the report needs.
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub started: String,
+    pub mode: String,
+    pub reps: usize,
+    pub duration_s: f64,
+    pub duts: Vec<String>,
+    pub samples: Vec<Sample>,
+    pub notes: Vec<String>,
+    pub commands: Vec<String>,
+    pub machine: Vec<(String, String)>,
+    pub invocation: String,
+}
+
+impl Results {
+    /// Median of the samples for (dut, key).
+    #[must_use]
+    pub fn median(&self, dut: &str, key: &str) -> Option<f64> {
+        let mut v: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| s.dut == dut && s.key == key)
+            .map(|s| s.value)
+            .collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        })
+    }
+}
+
+struct Ctx<'a> {
+    log: &'a CmdLog,
+    exe: String,
+    duration: f64,
+    reps: usize,
+    only: Option<Vec<String>>,
+}
+
+impl Ctx<'_> {
+    fn wants(&self, key: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|k| k == key))
+    }
+}
+
+/// What one generator run delivered.
+struct RateOutcome {
+    gen: GenReport,
+    sinks: Vec<SinkReport>,
+    cpu_pct: Option<f64>,
+}
+
+impl RateOutcome {
+    /// Mean delivered rate per receiver, kpps (over the generator's sending time).
+    fn kpps(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss, reason = "reporting only")]
+        let total: f64 = self.sinks.iter().map(|s| s.frames as f64).sum();
+        #[allow(clippy::cast_precision_loss, reason = "reporting only")]
+        let n = self.sinks.len().max(1) as f64;
+        total / n / self.gen.duration_s.max(1e-9) / 1000.0
+    }
+
+    fn loss_pct(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss, reason = "reporting only")]
+        let sent = self.gen.frames_sent.max(1) as f64;
+        #[allow(clippy::cast_precision_loss, reason = "reporting only")]
+        let got: f64 = self.sinks.iter().map(|s| s.frames as f64).sum::<f64>()
+            / self.sinks.len().max(1) as f64;
+        ((sent - got) / sent * 100.0).max(0.0)
+    }
+
+    fn detail(&self) -> String {
+        let s0 = self.sinks.first().cloned().unwrap_or_default();
+        let cpu = self
+            .cpu_pct
+            .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.0}%"));
+        format!(
+            "sent {:.0} kpps ({} frames), loss {:.2}%, one-way p50 {:.0} us p99 {:.0} us, fwd CPU {cpu}",
+            self.gen.pps / 1000.0,
+            self.gen.frames_sent,
+            self.loss_pct(),
+            s0.latency_p50_us,
+            s0.latency_p99_us
+        )
+    }
+}
+
+struct GenOpts<'a> {
+    size: usize,
+    dst_mac: &'a str,
+    rate: Option<u64>,
+    src_mac: Option<&'a str>,
+    src_macs: Option<u32>,
+}
+
+fn rate_test(
+    ctx: &Ctx<'_>,
+    topo: &Topology,
+    dut: &Dut,
+    o: &GenOpts<'_>,
+    receivers: &[usize],
+) -> anyhow::Result<RateOutcome> {
+    let d = ctx.duration;
+    let mut sinks = Vec::new();
+    for &r in receivers {
+        let c = &topo.clients[r];
+        let args = in_ns(
+            &c.ns,
+            &[
+                &ctx.exe,
+                "sink",
+                "--dev",
+                &c.dev,
+                "--duration",
+                &format!("{}", d + 4.0),
+                "--idle-exit",
+                "0.7",
+            ],
+        );
+        sinks.push(topo::spawn_piped(ctx.log, &args, false)?);
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let c0 = &topo.clients[0];
+    let size = o.size.to_string();
+    let dur = format!("{d}");
+    let mut g: Vec<String> = in_ns(
+        &c0.ns,
+        &[
+            &ctx.exe,
+            "gen",
+            "--dev",
+            &c0.dev,
+            "--src-mac",
+            o.src_mac.unwrap_or(&c0.mac),
+            "--dst-mac",
+            o.dst_mac,
+            "--src-ip",
+            &c0.ip,
+            "--size",
+            &size,
+            "--duration",
+            &dur,
+        ],
+    );
+    if let Some(r) = o.rate {
+        g.extend(["--rate".to_owned(), r.to_string()]);
+    }
+    if let Some(m) = o.src_macs {
+        g.extend(["--src-macs".to_owned(), m.to_string()]);
+    }
+    let pid = dut.pid();
+    let cpu0 = pid.and_then(|p| topo::cpu_seconds(p).ok());
+    let t0 = Instant::now();
+    let out = topo::run(ctx.log, &g)?;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu1 = pid.and_then(|p| topo::cpu_seconds(p).ok());
+    let gen: GenReport =
+        serde_json::from_str(out.trim()).with_context(|| format!("gen output {out:?}"))?;
+    let mut reports = Vec::new();
+    for s in &mut sinks {
+        let out = s.wait_output(Duration::from_secs_f64(d + 10.0))?;
+        reports.push(
+            serde_json::from_str(out.trim()).with_context(|| format!("sink output {out:?}"))?,
+        );
+    }
+    let cpu_pct = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => Some((b - a) / wall * 100.0),
+        _ => None,
+    };
+    Ok(RateOutcome {
+        gen,
+        sinks: reports,
+        cpu_pct,
+    })
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "index within len"
+    )]
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// Ping RTTs in microseconds, sorted.
+fn ping(ctx: &Ctx<'_>, topo: &Topology, count: u32) -> anyhow::Result<Vec<f64>> {
+    let c0 = &topo.clients[0];
+    let out = topo::run(
+        ctx.log,
+        &in_ns(
+            &c0.ns,
+            &[
+                "ping",
+                "-n",
+                "-i",
+                "0.01",
+                "-c",
+                &count.to_string(),
+                "-W",
+                "1",
+                &topo.clients[1].ip,
+            ],
+        ),
+    )?;
+    let mut v: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next())
+        .filter_map(|t| t.parse::<f64>().ok())
+        .map(|ms| ms * 1000.0)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    anyhow::ensure!(!v.is_empty(), "ping got no replies");
+    Ok(v)
+}
+
+fn iperf(ctx: &Ctx<'_>, topo: &Topology) -> anyhow::Result<f64> {
+    let (c0, c1) = (&topo.clients[0], &topo.clients[1]);
+    let mut server = topo::spawn_piped(
+        ctx.log,
+        &in_ns(&c1.ns, &["iperf3", "-s", "-1", "-p", "5201"]),
+        false,
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let t = format!("{}", ctx.duration.ceil().max(1.0));
+    let out = topo::run(
+        ctx.log,
+        &in_ns(
+            &c0.ns,
+            &["iperf3", "-c", &c1.ip, "-p", "5201", "-t", &t, "-J"],
+        ),
+    );
+    server.stop(libc::SIGTERM, Duration::from_secs(2));
+    let v: serde_json::Value = serde_json::from_str(&out?)?;
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9)
+        .context("iperf3 JSON without end.sum_received.bits_per_second")
+}
+
+fn trafgen(ctx: &Ctx<'_>, topo: &Topology, workdir: &std::path::Path) -> anyhow::Result<f64> {
+    let (c0, c1) = (&topo.clients[0], &topo.clients[1]);
+    let tpl = frame::build(&frame::FrameSpec {
+        dst_mac: frame::parse_mac(&c1.mac)?,
+        src_mac: frame::parse_mac(&c0.mac)?,
+        src_ip: c0.ip.parse()?,
+        dst_ip: "10.77.0.250".parse()?,
+        size: 64,
+        vlan: None,
+    })?;
+    let body: Vec<String> = tpl.bytes.iter().map(|b| format!("0x{b:02x}")).collect();
+    let conf = workdir.join("trafgen.cfg");
+    std::fs::write(&conf, format!("{{ {} }}\n", body.join(", ")))?;
+    let sink_args = in_ns(
+        &c1.ns,
+        &[
+            &ctx.exe,
+            "sink",
+            "--dev",
+            &c1.dev,
+            "--duration",
+            &format!("{}", ctx.duration + 4.0),
+            "--idle-exit",
+            "0.7",
+        ],
+    );
+    let mut sink = topo::spawn_piped(ctx.log, &sink_args, false)?;
+    std::thread::sleep(Duration::from_millis(400));
+    // trafgen forks per CPU and `timeout` would kill only the parent: own process group.
+    let mut tg = topo::spawn_piped(
+        ctx.log,
+        &in_ns(
+            &c0.ns,
+            &[
+                "trafgen",
+                "--dev",
+                &c0.dev,
+                "--conf",
+                &conf.to_string_lossy(),
+                "--cpus",
+                "1",
+                "-q",
+            ],
+        ),
+        true,
+    )?;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(ctx.duration));
+    tg.stop(libc::SIGINT, Duration::from_secs(2));
+    let secs = t0.elapsed().as_secs_f64();
+    let rep: SinkReport = serde_json::from_str(
+        sink.wait_output(Duration::from_secs_f64(ctx.duration + 10.0))?
+            .trim(),
+    )?;
+    #[allow(clippy::cast_precision_loss, reason = "reporting only")]
+    Ok(rep.frames as f64 / secs / 1000.0)
+}
+
+fn push(res: &mut Results, dut: &str, key: &'static str, rep: usize, value: f64, detail: String) {
+    eprintln!("  {dut:<13} {key:<10} rep {rep}: {value:.2} {detail}");
+    res.samples.push(Sample {
+        dut: dut.to_owned(),
+        key,
+        rep,
+        value,
+        detail,
+    });
+}
+
+/// Runs every scenario on one device; errors of one scenario become notes.
+fn bench_dut(
+    ctx: &Ctx<'_>,
+    kind: &DutKind,
+    prefix: &str,
+    workdir: &std::path::Path,
+    spin_us: Option<u64>,
+    res: &mut Results,
+) -> anyhow::Result<()> {
+    let name = kind.name();
+    eprintln!("== {name}");
+    let topo = Topology::create(prefix, 5, ctx.log)?;
+    let dut = Dut::start(kind, &topo, workdir, ctx.log, spin_us)?;
+    // Pre-learn every client's MAC (and fill ARP caches) before measuring.
+    for c in &topo.clients[1..] {
+        topo::run(
+            ctx.log,
+            &in_ns(
+                &topo.clients[0].ns,
+                &["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", &c.ip],
+            ),
+        )
+        .with_context(|| format!("{name}: pre-learning ping to {}", c.ip))?;
+    }
+    let c1mac = topo.clients[1].mac.clone();
+    let note = |res: &mut Results, what: &str, e: &anyhow::Error| {
+        let n = format!("{name}: {what} failed: {e:#}");
+        eprintln!("  {n}");
+        res.notes.push(n);
+    };
+
+    if ctx.wants("idle_cpu") {
+        if let Some(pid) = dut.pid() {
+            std::thread::sleep(Duration::from_secs(1));
+            let secs = if ctx.reps > 1 { 5.0 } else { 2.0 };
+            let a = topo::cpu_seconds(pid)?;
+            std::thread::sleep(Duration::from_secs_f64(secs));
+            let b = topo::cpu_seconds(pid)?;
+            push(
+                res,
+                name,
+                "idle_cpu",
+                0,
+                (b - a) / secs * 100.0,
+                format!("utime+stime over {secs} s, no traffic"),
+            );
+        }
+    }
+    for (key, size) in [
+        ("rate64", 64),
+        ("rate128", 128),
+        ("rate512", 512),
+        ("rate1518", 1518),
+    ] {
+        if !ctx.wants(key) {
+            continue;
+        }
+        for rep in 0..ctx.reps {
+            let o = GenOpts {
+                size,
+                dst_mac: &c1mac,
+                rate: None,
+                src_mac: None,
+                src_macs: None,
+            };
+            match rate_test(ctx, &topo, &dut, &o, &[1]) {
+                Ok(r) => {
+                    push(res, name, key, rep, r.kpps(), r.detail());
+                    if size == 64 {
+                        push(res, name, "loss64", rep, r.loss_pct(), String::new());
+                        if let Some(c) = r.cpu_pct {
+                            push(res, name, "cpu64", rep, c, String::new());
+                        }
+                    }
+                }
+                Err(e) => note(res, key, &e),
+            }
+        }
+    }
+    if ctx.wants("owl_p50") {
+        for rep in 0..ctx.reps {
+            let o = GenOpts {
+                size: 64,
+                dst_mac: &c1mac,
+                rate: Some(10_000),
+                src_mac: None,
+                src_macs: None,
+            };
+            match rate_test(ctx, &topo, &dut, &o, &[1]) {
+                Ok(r) => {
+                    let s = r.sinks[0].clone();
+                    push(res, name, "owl_p50", rep, s.latency_p50_us, r.detail());
+                    push(res, name, "owl_p99", rep, s.latency_p99_us, String::new());
+                }
+                Err(e) => note(res, "one-way latency", &e),
+            }
+        }
+    }
+    if ctx.wants("ping_p50") {
+        for rep in 0..ctx.reps {
+            match ping(ctx, &topo, 200) {
+                Ok(v) => {
+                    let d = format!("{} replies, min {:.0} us", v.len(), v[0]);
+                    push(res, name, "ping_p50", rep, percentile(&v, 0.5), d);
+                    push(
+                        res,
+                        name,
+                        "ping_p99",
+                        rep,
+                        percentile(&v, 0.99),
+                        String::new(),
+                    );
+                }
+                Err(e) => note(res, "ping", &e),
+            }
+        }
+    }
+    if ctx.wants("tcp") {
+        for rep in 0..ctx.reps {
+            match iperf(ctx, &topo) {
+                Ok(g) => push(res, name, "tcp", rep, g, String::new()),
+                Err(e) => note(res, "iperf3", &e),
+            }
+        }
+    }
+    if ctx.wants("flood4") {
+        for rep in 0..ctx.reps {
+            let o = GenOpts {
+                size: 64,
+                dst_mac: "02:76:77:99:99:99",
+                rate: None,
+                src_mac: None,
+                src_macs: None,
+            };
+            match rate_test(ctx, &topo, &dut, &o, &[1, 2, 3, 4]) {
+                Ok(r) => {
+                    let per: Vec<String> = r.sinks.iter().map(|s| s.frames.to_string()).collect();
+                    push(
+                        res,
+                        name,
+                        "flood4",
+                        rep,
+                        r.kpps(),
+                        format!("{}; frames per client {}", r.detail(), per.join("/")),
+                    );
+                }
+                Err(e) => note(res, "flood", &e),
+            }
+        }
+    }
+    if ctx.wants("trafgen64") && *kind == DutKind::LinuxBridge {
+        if which("trafgen") {
+            for rep in 0..ctx.reps {
+                match trafgen(ctx, &topo, workdir) {
+                    Ok(k) => push(res, name, "trafgen64", rep, k, "sink-counted".to_owned()),
+                    Err(e) => note(res, "trafgen", &e),
+                }
+            }
+        } else {
+            res.notes
+                .push("trafgen not installed: generator check skipped".to_owned());
+        }
+    }
+    // Last: it fills the FDB with 64K entries.
+    if ctx.wants("macs64k") {
+        for rep in 0..ctx.reps {
+            let o = GenOpts {
+                size: 64,
+                dst_mac: &c1mac,
+                rate: None,
+                src_mac: Some("02:76:78:00:00:00"),
+                src_macs: Some(65_536),
+            };
+            match rate_test(ctx, &topo, &dut, &o, &[1]) {
+                Ok(r) => push(res, name, "macs64k", rep, r.kpps(), r.detail()),
+                Err(e) => note(res, "64K MACs", &e),
+            }
+        }
+    }
+    if let Some(j) = dut.interfaces_json() {
+        std::fs::write(workdir.join("interfaces.json"), j)?;
+    }
+    Ok(())
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn sh_out(cmd: &str) -> String {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The `run` subcommand.
+pub fn run(a: &RunArgs) -> anyhow::Result<()> {
+    let short = a.short;
+    let reps = a.reps.unwrap_or(if short { 1 } else { 3 });
+    let duration = a.duration.unwrap_or(if short { 2.0 } else { 5.0 });
+    let log = CmdLog::default();
+    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    let vwire = std::fs::canonicalize(&a.vwire)
+        .with_context(|| format!("vwire binary {}", a.vwire.display()))?;
+    let ctx = Ctx {
+        log: &log,
+        exe,
+        duration,
+        reps,
+        only: a.only.clone(),
+    };
+    let stamp = sh_out("date -u +%Y%m%dT%H%M%SZ");
+    let mut res = Results {
+        started: stamp.clone(),
+        mode: if short { "short" } else { "full" }.to_owned(),
+        reps,
+        duration_s: duration,
+        invocation: topo::display(&std::env::args().collect::<Vec<_>>()),
+        ..Results::default()
+    };
+    res.machine = vec![
+        ("nproc".to_owned(), sh_out("nproc")),
+        ("kernel".to_owned(), sh_out("uname -r")),
+        ("cpu".to_owned(), sh_out("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-")),
+        ("memory".to_owned(), sh_out("grep MemTotal /proc/meminfo | tr -s ' '")),
+        ("vwire commit".to_owned(), sh_out("git rev-parse --short HEAD 2>/dev/null; git status --porcelain 2>/dev/null | grep -q . && echo '(dirty tree)'").replace('\n', " ")),
+    ];
+    let mut kinds = vec![DutKind::LinuxBridge, DutKind::Vwire { bin: vwire }];
+    if which("ovs-vswitchd") {
+        res.notes.push(
+            "ovs-vswitchd is installed, but the OVS AF_XDP setup is not automated yet: skipped"
+                .to_owned(),
+        );
+    } else {
+        res.notes.push(
+            "ovs-afxdp skipped: ovs-vswitchd is not installed (Debian openvswitch-switch)"
+                .to_owned(),
+        );
+    }
+    if let Some(only) = &a.dut {
+        kinds.retain(|k| only.iter().any(|o| o == k.name()));
+    }
+    let base = std::env::temp_dir().join(format!("vwire-bench-{}", std::process::id()));
+    for (i, kind) in kinds.iter().enumerate() {
+        let prefix = format!("vwb{}-{i}", std::process::id());
+        res.duts.push(kind.name().to_owned());
+        if let Err(e) = bench_dut(
+            &ctx,
+            kind,
+            &prefix,
+            &base.join(kind.name()),
+            a.spin_us,
+            &mut res,
+        ) {
+            let n = format!("{}: aborted: {e:#}", kind.name());
+            eprintln!("{n}");
+            res.notes.push(n);
+        }
+    }
+    res.commands = log.lines();
+    let (md, latest) = report::write(&res, &a.out)?;
+    eprintln!("wrote {} and {}", md.display(), latest.display());
+    let _ = std::fs::remove_dir_all(&base);
+    Ok(())
+}

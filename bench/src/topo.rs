@@ -1,0 +1,470 @@
+//! The test topology and the devices under test, each torn down by its `Drop`.
+//!
+//! One node namespace holds the host-side veth ends `p0..pN-1` and the device under test
+//! (a Linux bridge, the vwire daemon, or OVS). Client `i` lives in its own namespace with its
+//! end named `nsm-1`, MAC `02:76:77:00:00:<i+1>`, address `10.77.0.<i+1>/24`, TX checksum
+//! offload off and IPv6 disabled (no DAD/MLD/RS noise in the measurements).
+
+use std::{
+    fs,
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+
+/// Every command run, in order, for the report.
+#[derive(Clone, Debug, Default)]
+pub struct CmdLog(Arc<Mutex<Vec<String>>>);
+
+impl CmdLog {
+    pub fn push(&self, line: String) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(line);
+        }
+    }
+
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// Quotes a word for display only when needed.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The command line as a shell would show it.
+#[must_use]
+pub fn display(args: &[String]) -> String {
+    args.iter()
+        .map(|a| shell_word(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Builds a `Command` from argv and records it.
+pub fn command(log: &CmdLog, args: &[String]) -> Command {
+    log.push(display(args));
+    let mut c = Command::new(&args[0]);
+    c.args(&args[1..]);
+    c
+}
+
+/// Runs argv to completion; fails with its stderr on a non-zero exit. Returns stdout.
+pub fn run(log: &CmdLog, args: &[String]) -> anyhow::Result<String> {
+    let out = command(log, args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("spawning {}", display(args)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            display(args),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// argv helper: `sv(&["ip", "link"])`.
+#[must_use]
+pub fn sv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// argv to run `args` inside namespace `ns`.
+#[must_use]
+pub fn in_ns(ns: &str, args: &[&str]) -> Vec<String> {
+    let mut v = sv(&["ip", "netns", "exec", ns]);
+    v.extend(args.iter().map(|s| (*s).to_owned()));
+    v
+}
+
+/// One client namespace.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub ns: String,
+    /// Interface inside the client namespace.
+    pub dev: String,
+    /// Its peer in the node namespace.
+    pub port: String,
+    pub mac: String,
+    pub ip: String,
+}
+
+/// The namespaces and veths; deleting the namespaces on drop deletes everything in them.
+#[derive(Debug)]
+pub struct Topology {
+    pub node: String,
+    pub clients: Vec<Client>,
+    log: CmdLog,
+    namespaces: Vec<String>,
+}
+
+impl Topology {
+    /// Creates the node namespace and `n` clients, with names starting with `prefix`.
+    pub fn create(prefix: &str, n: usize, log: &CmdLog) -> anyhow::Result<Self> {
+        let node = format!("{prefix}-node");
+        let mut topo = Self {
+            node: node.clone(),
+            clients: Vec::new(),
+            log: log.clone(),
+            namespaces: Vec::new(),
+        };
+        let ipv6_off = [
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ];
+        run(log, &sv(&["ip", "netns", "add", &node]))?;
+        topo.namespaces.push(node.clone());
+        run(log, &sv(&["ip", "-n", &node, "link", "set", "lo", "up"]))?;
+        run(log, &in_ns(&node, &ipv6_off))?;
+        for i in 0..n {
+            let ns = format!("{prefix}-c{i}");
+            run(log, &sv(&["ip", "netns", "add", &ns]))?;
+            topo.namespaces.push(ns.clone());
+            run(log, &sv(&["ip", "-n", &ns, "link", "set", "lo", "up"]))?;
+            run(log, &in_ns(&ns, &ipv6_off))?;
+            let c = Client {
+                ns: ns.clone(),
+                dev: "nsm-1".to_owned(),
+                port: format!("p{i}"),
+                mac: format!("02:76:77:00:00:{:02x}", i + 1),
+                ip: format!("10.77.0.{}", i + 1),
+            };
+            run(
+                log,
+                &sv(&[
+                    "ip", "link", "add", &c.port, "netns", &node, "type", "veth", "peer", "name",
+                    &c.dev, "netns", &ns,
+                ]),
+            )?;
+            run(
+                log,
+                &sv(&["ip", "-n", &ns, "link", "set", &c.dev, "address", &c.mac]),
+            )?;
+            run(
+                log,
+                &sv(&[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{}/24", c.ip),
+                    "dev",
+                    &c.dev,
+                ]),
+            )?;
+            run(log, &in_ns(&ns, &["ethtool", "-K", &c.dev, "tx", "off"]))?;
+            run(log, &sv(&["ip", "-n", &ns, "link", "set", &c.dev, "up"]))?;
+            run(log, &sv(&["ip", "-n", &node, "link", "set", &c.port, "up"]))?;
+            topo.clients.push(c);
+        }
+        Ok(topo)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            let _ = run(&self.log, &sv(&["ip", "netns", "del", ns]));
+        }
+    }
+}
+
+/// A child process killed (SIGTERM, then SIGKILL after 3 s) on drop.
+#[derive(Debug)]
+pub struct ChildGuard {
+    pub child: Option<Child>,
+    /// Signal the whole process group (for tools that fork, like trafgen).
+    pub group: bool,
+}
+
+impl ChildGuard {
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `sig`, waits up to `grace`, then SIGKILLs. Returns stdout if it was piped.
+    pub fn stop(&mut self, sig: libc::c_int, grace: Duration) -> Option<String> {
+        let mut child = self.child.take()?;
+        let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+            return None;
+        };
+        let target = if self.group { -pid } else { pid };
+        // SAFETY: signalling our own child (or its process group), which has not been reaped.
+        unsafe { libc::kill(target, sig) };
+        let deadline = Instant::now() + grace;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(target, libc::SIGKILL) };
+                    let _ = child.wait();
+                    break;
+                }
+            }
+        }
+        if self.group {
+            // Children of a forking tool may outlive the leader: make sure they are gone.
+            // SAFETY: signalling a process group we created.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let mut out = String::new();
+        child.stdout.take()?.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    /// Waits for exit and returns stdout (which must be piped), killing it after `timeout`.
+    pub fn wait_output(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut().context("no child")?;
+            if let Some(status) = child.try_wait()? {
+                let mut out = String::new();
+                if let Some(mut so) = child.stdout.take() {
+                    so.read_to_string(&mut out)?;
+                }
+                let mut err = String::new();
+                if let Some(mut se) = child.stderr.take() {
+                    let _ = se.read_to_string(&mut err);
+                }
+                self.child = None;
+                if !status.success() {
+                    bail!("child failed ({status}): {}", err.trim());
+                }
+                return Ok(out);
+            }
+            if Instant::now() >= deadline {
+                self.stop(libc::SIGTERM, Duration::from_secs(1));
+                bail!("child did not finish within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.stop(libc::SIGTERM, Duration::from_secs(3));
+    }
+}
+
+/// Spawns argv with stdout (and stderr) piped, guarded.
+pub fn spawn_piped(log: &CmdLog, args: &[String], group: bool) -> anyhow::Result<ChildGuard> {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = command(log, args);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if group {
+        c.process_group(0);
+    }
+    let child = c
+        .spawn()
+        .with_context(|| format!("spawning {}", display(args)))?;
+    Ok(ChildGuard {
+        child: Some(child),
+        group,
+    })
+}
+
+/// The device under test, set up in the node namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DutKind {
+    LinuxBridge,
+    Vwire { bin: PathBuf },
+    OvsAfxdp,
+}
+
+impl DutKind {
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::LinuxBridge => "linux-bridge",
+            Self::Vwire { .. } => "vwire",
+            Self::OvsAfxdp => "ovs-afxdp",
+        }
+    }
+}
+
+/// A running device under test; stopping it (on drop) leaves the topology as it was.
+#[derive(Debug)]
+pub struct Dut {
+    pub kind: DutKind,
+    /// The forwarding process, if the bridge runs in user space.
+    pub proc: Option<ChildGuard>,
+    pub workdir: PathBuf,
+}
+
+impl Dut {
+    /// Starts `kind` on `topo`'s ports. `workdir` holds configs, sockets and logs.
+    pub fn start(
+        kind: &DutKind,
+        topo: &Topology,
+        workdir: &Path,
+        log: &CmdLog,
+        spin_us: Option<u64>,
+    ) -> anyhow::Result<Self> {
+        fs::create_dir_all(workdir)?;
+        let node = &topo.node;
+        let mut dut = Self {
+            kind: kind.clone(),
+            proc: None,
+            workdir: workdir.to_owned(),
+        };
+        match kind {
+            DutKind::LinuxBridge => {
+                run(
+                    log,
+                    &sv(&["ip", "-n", node, "link", "add", "br0", "type", "bridge"]),
+                )?;
+                for c in &topo.clients {
+                    run(
+                        log,
+                        &sv(&["ip", "-n", node, "link", "set", &c.port, "master", "br0"]),
+                    )?;
+                }
+                run(log, &sv(&["ip", "-n", node, "link", "set", "br0", "up"]))?;
+            }
+            DutKind::Vwire { bin } => {
+                let ports: Vec<String> = topo
+                    .clients
+                    .iter()
+                    .map(|c| format!("{:?}", c.port))
+                    .collect();
+                let mut cfg = format!(
+                    "[[bridge_domain]]\nname = \"vwire\"\nports = [{}]\n",
+                    ports.join(", ")
+                );
+                if let Some(s) = spin_us {
+                    cfg = format!("spin_us = {s}\n{cfg}");
+                }
+                let cfg_path = workdir.join("vwire.toml");
+                fs::write(&cfg_path, &cfg)?;
+                let sock = workdir.join("vwire.sock");
+                let _ = fs::remove_file(&sock);
+                let logf = fs::File::create(workdir.join("vwire.log"))?;
+                let args = in_ns(
+                    node,
+                    &[
+                        &bin.to_string_lossy(),
+                        "run",
+                        "--config",
+                        &cfg_path.to_string_lossy(),
+                        "--socket",
+                        &sock.to_string_lossy(),
+                    ],
+                );
+                let child = command(log, &args)
+                    .stdin(Stdio::null())
+                    .stdout(logf.try_clone()?)
+                    .stderr(logf)
+                    .spawn()
+                    .context("spawning vwire")?;
+                dut.proc = Some(ChildGuard {
+                    child: Some(child),
+                    group: false,
+                });
+                // Ready when the control socket answers.
+                let deadline = Instant::now() + Duration::from_secs(15);
+                loop {
+                    let ok = Command::new(bin)
+                        .args(["show", "interfaces", "--json", "--socket"])
+                        .arg(&sock)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    if ok {
+                        break;
+                    }
+                    if let Some(Ok(Some(st))) = dut
+                        .proc
+                        .as_mut()
+                        .and_then(|p| p.child.as_mut())
+                        .map(Child::try_wait)
+                    {
+                        let logtxt =
+                            fs::read_to_string(workdir.join("vwire.log")).unwrap_or_default();
+                        bail!("vwire exited during start-up ({st}): {logtxt}");
+                    }
+                    if Instant::now() > deadline {
+                        bail!("vwire did not come up within 15 s");
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            DutKind::OvsAfxdp => bail!("ovs-afxdp is not implemented in this runner yet"),
+        }
+        Ok(dut)
+    }
+
+    /// Process id of the forwarder, for CPU accounting.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(ChildGuard::pid)
+    }
+
+    /// The control socket's `show interfaces --json`, for the report.
+    #[must_use]
+    pub fn interfaces_json(&self) -> Option<String> {
+        let DutKind::Vwire { bin } = &self.kind else {
+            return None;
+        };
+        let out = Command::new(bin)
+            .args(["show", "interfaces", "--json", "--socket"])
+            .arg(self.workdir.join("vwire.sock"))
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for Dut {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop(libc::SIGTERM, Duration::from_secs(5));
+        }
+    }
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').context("bad /proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11).context("short stat")?.parse()?;
+    let stime: f64 = f.get(12).context("short stat")?.parse()?;
+    // SAFETY: sysconf has no preconditions.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "clock ticks per second is small"
+    )]
+    Ok((utime + stime) / tck.max(1) as f64)
+}

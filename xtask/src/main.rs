@@ -4,6 +4,7 @@
 //! `integration-test`) first runs [`setup::ensure`], a cheap check that runs the full `setup`
 //! only when something is missing, so a fresh machine needs no manual step.
 
+mod bench;
 mod build;
 mod demo;
 mod deploy;
@@ -37,6 +38,8 @@ enum Command {
     Test(test::Options),
     /// Run only bridge-user's privileged integration tests (netns + veth).
     IntegrationTest(test::IntegrationOptions),
+    /// Benchmarks: vwire next to the Linux bridge on the same veths; `--short` for CI.
+    Bench(bench::Options),
     /// Render deploy/ (DaemonSet, ConfigMap, samples) for an image and a daemon config.
     Deploy(deploy::Args),
 }
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Command::Test(opts) => test::test(opts),
         Command::IntegrationTest(opts) => test::integration_test(opts),
         Command::Deploy(args) => deploy::run(args),
+        Command::Bench(opts) => bench::bench(&opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

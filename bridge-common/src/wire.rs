@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(mac, MacAddr([0x02, 0x0a, 0xff, 0x00, 0x10, 0x9c]));
         let mut out = [0u8; 17];
         let mut w = Buf(&mut out, 0);
-        core::fmt::write(&mut w, format_args!("{mac}")).unwrap();
+        fmt::write(&mut w, format_args!("{mac}")).unwrap();
         assert_eq!(&out, b"02:0a:ff:00:10:9c");
         for bad in [
             "",
@@ -414,12 +414,12 @@ mod tests {
     }
 
     struct Buf<'a>(&'a mut [u8], usize);
-    impl core::fmt::Write for Buf<'_> {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+    impl fmt::Write for Buf<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
             let end = self.1 + s.len();
             self.0
                 .get_mut(self.1..end)
-                .ok_or(core::fmt::Error)?
+                .ok_or(fmt::Error)?
                 .copy_from_slice(s.as_bytes());
             self.1 = end;
             Ok(())

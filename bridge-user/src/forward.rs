@@ -52,6 +52,11 @@ pub struct LoopConfig {
     pub socket: SocketConfig,
 }
 
+/// A length or index bounded by a ring or frame size, as the rings' `u32`.
+fn count(n: usize) -> u32 {
+    u32::try_from(n).expect("bounded by a ring or frame size")
+}
+
 /// Where a received frame goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -292,7 +297,7 @@ impl Forwarder {
             sockets.push(socket);
         }
         let domain = self.ensure_domain(&spec.domain);
-        let id = PortId(u32::try_from(slot).expect("slot fits u32"));
+        let id = PortId::from_index(slot);
         self.domains[usize::from(domain.0)].members.push(id);
         let fds = sockets.iter().map(|s| (s.queue(), s.raw_fd())).collect();
         info!(port = %spec.name, ifindex = spec.ifindex, queues = spec.queues, slot, domain = %spec.domain, mode = %spec.mode, "port added");
@@ -324,7 +329,7 @@ impl Forwarder {
             .position(|p| p.as_ref().is_some_and(|p| p.name == name))
             .ok_or_else(|| PortError::Unknown(name.to_owned()))?;
         let port = self.ports[slot].take().expect("found above");
-        let id = PortId(u32::try_from(slot).expect("slot fits u32"));
+        let id = PortId::from_index(slot);
         self.domains[usize::from(port.domain.0)]
             .members
             .retain(|&m| m != id);
@@ -351,7 +356,7 @@ impl Forwarder {
             .ports
             .iter()
             .flatten()
-            .map(|p| p.sockets.len() as u32)
+            .map(|p| count(p.sockets.len()))
             .sum();
         // Half the frames wait on fill rings, the other half are in flight or free.
         self.fill_target =
@@ -474,7 +479,7 @@ impl Forwarder {
         self.batch.extend((0..n).map(|i| socket.rx.get(i)));
         socket.rx.release(n);
         socket.fill_outstanding -= n;
-        let ingress = PortId(pi as u32);
+        let ingress = PortId::from_index(pi);
         for i in 0..self.batch.len() {
             let desc = self.batch[i];
             self.frames.returned(self.umem.chunk_of(desc.addr));
@@ -597,7 +602,7 @@ impl Forwarder {
         let desc = if tagged == (how == Egress::Tagged) {
             Some(desc)
         } else {
-            let offset = (desc.addr - chunk) as usize;
+            let offset = usize::try_from(desc.addr - chunk).expect("offset within a frame");
             // SAFETY: the frame is owned by this thread (rx'd or freshly allocated), and no
             // other view of it is alive.
             let whole = unsafe { self.umem.frame_mut(chunk, self.umem.frame_size() as usize) };
@@ -608,7 +613,7 @@ impl Forwarder {
             };
             moved.map(|(offset, len)| Desc {
                 addr: chunk + offset as u64,
-                len: len as u32,
+                len: count(len),
                 options: 0,
             })
         };
@@ -648,15 +653,15 @@ impl Forwarder {
         let Some(socket) = port.sockets.first_mut() else {
             return false;
         };
-        let staged = port.tx_stage.len() as u32;
+        let staged = count(port.tx_stage.len());
         let mut work = false;
         if staged > 0 {
             let n = socket.tx.reserve(staged);
             let mut bytes = 0u64;
             for (i, desc) in port.tx_stage.iter().take(n as usize).enumerate() {
-                socket.tx.set(i as u32, *desc);
+                socket.tx.set(count(i), *desc);
                 self.frames
-                    .lend(self.umem.chunk_of(desc.addr), PortId(pi as u32));
+                    .lend(self.umem.chunk_of(desc.addr), PortId::from_index(pi));
                 bytes += u64::from(desc.len);
             }
             socket.tx.submit(n);
@@ -703,7 +708,7 @@ impl Forwarder {
                 .frames
                 .alloc()
                 .expect("reserved no more than the free list holds");
-            self.frames.lend(chunk, PortId(pi as u32));
+            self.frames.lend(chunk, PortId::from_index(pi));
             socket.fill.set(i, chunk);
         }
         socket.fill.submit(n);
@@ -775,7 +780,7 @@ impl Forwarder {
             .find_map(|(i, p)| {
                 p.as_ref()
                     .filter(|p| p.name == name)
-                    .map(|p| (PortId(i as u32), p))
+                    .map(|p| (PortId::from_index(i), p))
             })
             .ok_or_else(|| format!("no such port {name}"))
     }
@@ -869,7 +874,7 @@ impl Forwarder {
             .ports
             .iter()
             .flatten()
-            .map(|p| p.tx_stage.len() as u32)
+            .map(|p| count(p.tx_stage.len()))
             .sum();
         Accounting {
             total: self.umem.frame_count(),
@@ -893,9 +898,9 @@ impl Forwarder {
                 InterfaceRow {
                     name: p.name.clone(),
                     domain: self.domains[usize::from(p.domain.0)].name.clone(),
-                    slot: slot as u32,
+                    slot: PortId::from_index(slot).0,
                     ifindex: p.ifindex,
-                    queues: p.sockets.len() as u32,
+                    queues: count(p.sockets.len()),
                     mode: p.mode.to_string(),
                     counters: p.counters,
                     xdp: Default::default(),

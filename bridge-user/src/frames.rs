@@ -33,7 +33,7 @@ impl Frames {
     }
 
     fn index(&self, chunk: u64) -> usize {
-        (chunk >> self.frame_shift) as usize
+        usize::try_from(chunk >> self.frame_shift).expect("frame index fits usize")
     }
 
     /// Takes a free frame (its chunk address).
@@ -79,7 +79,7 @@ impl Frames {
 
     #[must_use]
     pub fn free_count(&self) -> u32 {
-        self.free.len() as u32
+        u32::try_from(self.free.len()).expect("at most umem_frames")
     }
 }
 

@@ -90,7 +90,7 @@ impl Loader {
         if sockets.len() > MAX_QUEUES_PER_PORT as usize {
             return Err(LoaderError::TooManyQueues {
                 port: name.to_owned(),
-                queues: sockets.len() as u32,
+                queues: u32::try_from(sockets.len()).unwrap_or(u32::MAX),
                 max: MAX_QUEUES_PER_PORT,
             });
         }

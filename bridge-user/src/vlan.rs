@@ -70,6 +70,10 @@ impl FromIterator<VlanId> for VlanSet {
 
 /// How a port takes part in VLANs.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per port, read on every flood: the bitmap inline saves a pointer chase"
+)]
 pub enum PortMode {
     /// Untagged on the wire, in this VLAN inside the bridge.
     Access(VlanId),

@@ -27,6 +27,10 @@ pub type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 /// What the forwarder can be asked to do.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a few commands a second; boxing buys nothing"
+)]
 pub enum Command {
     ShowInterfaces(oneshot::Sender<Status>),
     ShowFdb(oneshot::Sender<Vec<FdbRow>>),

@@ -12,6 +12,14 @@ pub struct PortId(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DomainId(pub u16);
 
+impl PortId {
+    /// The id of the port at `index` in the forwarder's table (always below `MAX_PORTS`).
+    #[must_use]
+    pub fn from_index(index: usize) -> Self {
+        Self(u32::try_from(index).expect("port slots are below MAX_PORTS"))
+    }
+}
+
 impl fmt::Display for PortId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "port#{}", self.0)

@@ -12,6 +12,9 @@ pub struct Mmap {
 // SAFETY: the mapping is plain memory owned by this value; who may touch which bytes is
 // governed by the rings and the frame ownership rule of the `xsk` module.
 unsafe impl Send for Mmap {}
+// SAFETY: `&Mmap` only hands out the base pointer and length; every access through them is
+// `unsafe` elsewhere and follows the ring protocol, so sharing the handle is harmless.
+unsafe impl Sync for Mmap {}
 
 impl Mmap {
     /// Anonymous, private, zeroed memory of `len` bytes (the UMEM area, or test rings).

@@ -41,11 +41,12 @@ pub(super) struct Layout {
 
 impl From<libc::xdp_ring_offset> for Layout {
     fn from(o: libc::xdp_ring_offset) -> Self {
+        let offset = |v: u64| usize::try_from(v).expect("ring offsets are small");
         Self {
-            producer: o.producer as usize,
-            consumer: o.consumer as usize,
-            flags: o.flags as usize,
-            descs: o.desc as usize,
+            producer: offset(o.producer),
+            consumer: offset(o.consumer),
+            flags: offset(o.flags),
+            descs: offset(o.desc),
         }
     }
 }
@@ -292,7 +293,7 @@ mod tests {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            (seed % u64::from(max)) as u32 + 1
+            u32::try_from(seed % u64::from(max)).expect("below max") + 1
         };
         while next_out < total {
             let want = rand(80).min(u32::try_from(total - next_in).unwrap_or(u32::MAX));

@@ -116,7 +116,8 @@ impl Socket {
                    entry: usize,
                    pgoff: u64|
          -> Result<(Arc<Mmap>, Layout), XskError> {
-            let len = off.desc as usize + size as usize * entry;
+            let len =
+                usize::try_from(off.desc).expect("ring offsets are small") + size as usize * entry;
             let m = Mmap::ring(fd.as_fd(), len, pgoff).map_err(err("mmap(ring)"))?;
             Ok((Arc::new(m), Layout::from(off)))
         };
@@ -149,7 +150,7 @@ impl Socket {
         };
 
         let addr = libc::sockaddr_xdp {
-            sxdp_family: libc::AF_XDP as u16,
+            sxdp_family: u16::try_from(libc::AF_XDP).expect("AF_XDP fits sa_family_t"),
             sxdp_flags: match shared_with {
                 None => libc::XDP_COPY | libc::XDP_USE_NEED_WAKEUP,
                 Some(_) => libc::XDP_SHARED_UMEM,

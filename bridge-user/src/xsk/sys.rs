@@ -6,6 +6,11 @@ use std::{
     time::Duration,
 };
 
+/// As [`check`], for calls that return a byte count.
+fn check_size(ret: isize) -> io::Result<usize> {
+    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
+}
+
 /// Maps a libc return value to `io::Result`, reading errno on `-1`.
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
@@ -90,7 +95,7 @@ pub fn bind_xdp(fd: BorrowedFd<'_>, addr: &libc::sockaddr_xdp) -> io::Result<()>
 /// for the caller to classify.
 pub fn kick_tx(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: a zero-length sendto with no buffer and no address is the documented AF_XDP kick.
-    check(unsafe {
+    check_size(unsafe {
         libc::sendto(
             fd.as_raw_fd(),
             std::ptr::null(),
@@ -99,14 +104,14 @@ pub fn kick_tx(fd: BorrowedFd<'_>) -> io::Result<()> {
             std::ptr::null(),
             0,
         )
-    } as libc::c_int)
+    })
     .map(drop)
 }
 
 /// Asks the kernel to refill from the fill ring when it has flagged that it needs a wakeup.
 pub fn kick_rx(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: a zero-length, non-blocking recvfrom is the documented AF_XDP rx wakeup.
-    check(unsafe {
+    check_size(unsafe {
         libc::recvfrom(
             fd.as_raw_fd(),
             std::ptr::null_mut(),
@@ -115,7 +120,7 @@ pub fn kick_rx(fd: BorrowedFd<'_>) -> io::Result<()> {
             std::ptr::null_mut(),
             std::ptr::null_mut(),
         )
-    } as libc::c_int)
+    })
     .map(drop)
 }
 

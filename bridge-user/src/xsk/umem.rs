@@ -69,6 +69,11 @@ impl Umem {
         }
     }
 
+    /// A UMEM address as a byte offset; addresses are below the area's length, a `usize`.
+    fn offset(addr: u64) -> usize {
+        usize::try_from(addr).expect("UMEM addresses fit usize")
+    }
+
     /// Whether `[addr, addr + len)` lies inside one frame.
     #[must_use]
     pub fn contains(&self, addr: u64, len: usize) -> bool {
@@ -90,7 +95,7 @@ impl Umem {
             "frame range {addr:#x}+{len} outside the UMEM"
         );
         // SAFETY: in bounds (checked above); the caller guarantees no concurrent writer.
-        unsafe { std::slice::from_raw_parts(self.area.as_ptr().add(addr as usize), len) }
+        unsafe { std::slice::from_raw_parts(self.area.as_ptr().add(Self::offset(addr)), len) }
     }
 
     /// The bytes `[addr, addr + len)` of a frame, writable.
@@ -111,7 +116,7 @@ impl Umem {
             "frame range {addr:#x}+{len} outside the UMEM"
         );
         // SAFETY: in bounds; the caller guarantees exclusive ownership of this frame.
-        unsafe { std::slice::from_raw_parts_mut(self.area.as_ptr().add(addr as usize), len) }
+        unsafe { std::slice::from_raw_parts_mut(self.area.as_ptr().add(Self::offset(addr)), len) }
     }
 }
 

@@ -107,7 +107,9 @@ impl Socket {
         sys::set_xdp_opt(fd.as_fd(), libc::XDP_TX_RING, &size)
             .map_err(err("setsockopt(XDP_TX_RING)"))?;
         // Older kernels lack the option; they send 32 frames per kick, which still works.
-        let _ = sys::set_xdp_opt(fd.as_fd(), XDP_MAX_TX_SKB_BUDGET, &size.cast_signed());
+        if let Err(e) = sys::set_xdp_opt(fd.as_fd(), XDP_MAX_TX_SKB_BUDGET, &size.cast_signed()) {
+            tracing::debug!(error = %e, "XDP_MAX_TX_SKB_BUDGET not accepted; sendto sends 32 frames per call");
+        }
 
         let (offsets, _) =
             sys::get_xdp_opt::<libc::xdp_mmap_offsets>(fd.as_fd(), libc::XDP_MMAP_OFFSETS)

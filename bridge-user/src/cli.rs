@@ -55,6 +55,14 @@ pub enum CliCommand {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Peer nodes of a bridge domain's VXLAN uplink.
+    Peer {
+        #[command(subcommand)]
+        action: PeerAction,
+        /// Print the daemon's JSON answer.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Show the running daemon's state.
     Show {
         #[command(subcommand)]
@@ -117,6 +125,32 @@ pub enum FdbAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PeerAction {
+    /// Replicate the domain's floods to another node (its VXLAN endpoint address).
+    Add {
+        address: String,
+        #[arg(long, short)]
+        domain: String,
+    },
+    /// Stop replicating to a node; the MACs learned behind it are forgotten.
+    Del {
+        address: String,
+        #[arg(long, short)]
+        domain: String,
+    },
+}
+
+impl PeerAction {
+    #[must_use]
+    pub fn request(self) -> Request {
+        match self {
+            Self::Add { address, domain } => Request::PeerAdd { address, domain },
+            Self::Del { address, domain } => Request::PeerDel { address, domain },
+        }
+    }
+}
+
 impl PortAction {
     #[must_use]
     pub fn request(self) -> Request {
@@ -174,6 +208,8 @@ pub enum ShowWhat {
     Fdb,
     /// Bridge domains and their ports.
     BridgeDomains,
+    /// VXLAN uplinks: device counters and, per peer node, learned MACs and last use.
+    Peers,
 }
 
 /// Errors talking to the daemon.
@@ -225,6 +261,7 @@ pub fn show(socket: &Path, what: ShowWhat, json: bool) -> Result<(), ClientError
         ShowWhat::Interfaces => Request::ShowInterfaces {},
         ShowWhat::Fdb => Request::ShowFdb {},
         ShowWhat::BridgeDomains => Request::ShowBridgeDomains {},
+        ShowWhat::Peers => Request::ShowPeers {},
     };
     let value = request(socket, &req)?;
     if json {
@@ -235,6 +272,7 @@ pub fn show(socket: &Path, what: ShowWhat, json: bool) -> Result<(), ClientError
         ShowWhat::Interfaces => print!("{}", interfaces_table(&value)),
         ShowWhat::Fdb => print!("{}", fdb_table(&value)),
         ShowWhat::BridgeDomains => print!("{}", domains_table(&value)),
+        ShowWhat::Peers => print!("{}", peers_table(&value)),
     }
     Ok(())
 }
@@ -368,7 +406,7 @@ pub fn fdb_table(value: &Value) -> String {
         .unwrap_or(&empty);
     for r in rows {
         out += &format!(
-            "{:<12} {:<17} {:>5} {:<15} {:>8} {:<6}\n",
+            "{:<12} {:<17} {:>5} {:<15} {:>8} {:<6}{}\n",
             s(r, "domain"),
             s(r, "mac"),
             u(r, "vlan"),
@@ -378,10 +416,67 @@ pub fn fdb_table(value: &Value) -> String {
                 "yes"
             } else {
                 "no"
-            }
+            },
+            r.get("remote")
+                .and_then(Value::as_str)
+                .map(|n| format!(" remote {n}"))
+                .unwrap_or_default()
         );
     }
     out += &format!("{} entries\n", rows.len());
+    out
+}
+
+/// `show peers` as a table: one block per uplink.
+#[must_use]
+pub fn peers_table(value: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    let opt = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_u64)
+            .map_or_else(|| "-".to_owned(), |n| format!("{n}s"))
+    };
+    for up in value
+        .get("uplinks")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+    {
+        let k = up.get("kernel").cloned().unwrap_or(Value::Null);
+        out += &format!(
+            "{} (domain {}): vni {}, local {}, udp {}, mtu {}\n  kernel: rx {} frames {} bytes ({} errors, {} dropped), tx {} frames {} bytes ({} errors, {} dropped)\n",
+            s(up, "device"),
+            s(up, "domain"),
+            u(up, "vni"),
+            s(up, "local"),
+            u(up, "port"),
+            u(up, "mtu"),
+            u(&k, "rx_packets"),
+            u(&k, "rx_bytes"),
+            u(&k, "rx_errors"),
+            u(&k, "rx_dropped"),
+            u(&k, "tx_packets"),
+            u(&k, "tx_bytes"),
+            u(&k, "tx_errors"),
+            u(&k, "tx_dropped"),
+        );
+        out += &format!(
+            "  {:<39} {:>11} {:>11} {:>11}\n",
+            "peer", "remote-macs", "last-flood", "last-heard"
+        );
+        for p in up.get("peers").and_then(Value::as_array).unwrap_or(&empty) {
+            out += &format!(
+                "  {:<39} {:>11} {:>11} {:>11}\n",
+                s(p, "address"),
+                u(p, "remote_macs"),
+                opt(p, "flood_used_secs"),
+                opt(p, "last_heard_secs"),
+            );
+        }
+    }
+    if out.is_empty() {
+        out = "no vxlan uplinks\n".into();
+    }
     out
 }
 

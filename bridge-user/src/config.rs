@@ -16,6 +16,8 @@
 //!   { name = "vw-b", vlan = 100 },                # access port in VLAN 100
 //!   { name = "vw-c", trunk = [100, 200], native = 1 },  # trunk
 //! ]
+//! # optional: carry this domain to other nodes over VXLAN (see `uplink`)
+//! vxlan = { vni = 100, local = "10.99.0.1", peers = ["10.99.0.2"], port = 4789, underlay = "ul0" }
 //! ```
 //!
 //! Validation names the offending key and value, and checks everything before anything is
@@ -62,6 +64,8 @@ struct DomainFile {
     name: String,
     #[serde(default)]
     ports: Vec<PortFile>,
+    /// The domain's VXLAN uplink to other nodes (see `uplink`).
+    vxlan: Option<crate::uplink::VxlanFile>,
 }
 
 /// A port: just its name (access VLAN 1), or a table with its VLAN mode.
@@ -99,6 +103,8 @@ pub struct BridgeConfig {
 pub struct DomainConfig {
     pub name: String,
     pub ports: Vec<PortConfig>,
+    /// The VXLAN uplink, a port created by the daemon.
+    pub vxlan: Option<crate::uplink::VxlanConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,15 +239,42 @@ impl BridgeConfig {
                     mode,
                 });
             }
+            let vxlan = d
+                .vxlan
+                .as_ref()
+                .map(|v| {
+                    let v = v.validate().map_err(|e| {
+                        ConfigError::Invalid(format!("bridge_domain \"{}\": vxlan: {e}", d.name))
+                    })?;
+                    Ok(v)
+                })
+                .transpose()?;
             domains.push(DomainConfig {
                 name: d.name.clone(),
                 ports,
+                vxlan,
             });
         }
-        if port_names.len() > bridge_common::maps::MAX_PORTS as usize {
+        let mut devices = HashSet::new();
+        let mut vnis = HashSet::new();
+        for (d, v) in domains.iter().filter_map(|d| Some((d, d.vxlan.as_ref()?))) {
+            if port_names.contains(v.device.as_str()) || !devices.insert(v.device.as_str()) {
+                return invalid(format!(
+                    "bridge_domain \"{}\": vxlan device \"{}\" is also a port or another domain's device",
+                    d.name, v.device
+                ));
+            }
+            if !vnis.insert((v.vni, v.port)) {
+                return invalid(format!(
+                    "bridge_domain \"{}\": vxlan vni {} on UDP port {} is used by another domain",
+                    d.name, v.vni, v.port
+                ));
+            }
+        }
+        if port_names.len() + devices.len() > bridge_common::maps::MAX_PORTS as usize {
             return invalid(format!(
                 "{} ports configured; at most {} are supported",
-                port_names.len(),
+                port_names.len() + devices.len(),
                 bridge_common::maps::MAX_PORTS
             ));
         }
@@ -283,7 +316,8 @@ mod tests {
                         name: name.into(),
                         mode: PortMode::default()
                     })
-                    .to_vec()
+                    .to_vec(),
+                vxlan: None,
             }]
         );
     }
@@ -333,6 +367,35 @@ mod tests {
             "[[bridge_domain]]\nname = \"x\"\nports = [{ name = \"b\", vlan = 5, trunk = [6] }]",
         );
         assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn vxlan_tables_are_read_and_checked() {
+        let c = BridgeConfig::from_toml(
+            "[[bridge_domain]]\nname = \"vwire\"\nports = [\"a\"]\n\
+             vxlan = { vni = 100, local = \"10.99.0.1\", peers = [\"10.99.0.2\"], underlay = \"ul0\" }\n\
+             [[bridge_domain]]\nname = \"other\"\nports = [\"b\"]\n",
+        )
+        .unwrap();
+        let v = c.domains[0].vxlan.as_ref().unwrap();
+        assert_eq!(
+            (v.vni, v.device.as_str(), v.port, v.underlay.as_deref()),
+            (100, "vx100", 4789, Some("ul0"))
+        );
+        assert_eq!(c.domains[1].vxlan, None);
+        let e = err("[[bridge_domain]]\nname = \"x\"\nvxlan = { vni = 0 }");
+        assert!(e.contains("bridge_domain \"x\": vxlan: vni 0"), "{e}");
+        let e = err("[[bridge_domain]]\nname = \"x\"\nports = [\"vx5\"]\nvxlan = { vni = 5 }");
+        assert!(e.contains("vxlan device \"vx5\" is also a port"), "{e}");
+        let e = err(
+            "[[bridge_domain]]\nname = \"x\"\nvxlan = { vni = 5 }\n[[bridge_domain]]\nname = \"y\"\nvxlan = { vni = 5, device = \"vy\" }",
+        );
+        assert!(
+            e.contains("vni 5 on UDP port 4789 is used by another domain"),
+            "{e}"
+        );
+        let e = err("[[bridge_domain]]\nname = \"x\"\nvxlan = { vni = 5, peer = [] }");
+        assert!(e.contains("unknown field `peer`"), "{e}");
     }
 
     #[test]

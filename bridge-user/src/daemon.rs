@@ -48,6 +48,8 @@ pub enum DaemonError {
     ForwarderDied,
     #[error("cannot start the control runtime")]
     Runtime(#[source] std::io::Error),
+    #[error("bridge_domain \"{domain}\": vxlan: {reason}")]
+    Uplink { domain: String, reason: String },
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -55,6 +57,21 @@ pub enum DaemonError {
 /// # Errors
 /// Anything that prevents start-up (described for the operator), or a forwarder crash.
 pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError> {
+    // Local address and peers from the environment (Kubernetes: the downward API), checked
+    // before anything is touched.
+    let mut uplinks = Vec::new();
+    for domain in &config.domains {
+        if let Some(vxlan) = &domain.vxlan {
+            let mut vxlan = vxlan.clone();
+            vxlan
+                .resolve_env(|k| std::env::var(k).ok())
+                .map_err(|reason| DaemonError::Uplink {
+                    domain: domain.name.clone(),
+                    reason,
+                })?;
+            uplinks.push((domain.name.clone(), vxlan));
+        }
+    }
     if let Err(e) = xsk::sys::raise_memlock_rlimit() {
         // Linux 5.11+ accounts BPF maps to the cgroup and CAP_IPC_LOCK covers the UMEM.
         info!(error = %e, "could not raise RLIMIT_MEMLOCK; fine on Linux 5.11+");
@@ -118,6 +135,14 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
                 }
             }
         }
+        for (domain, vxlan) in &uplinks {
+            if let Err(reason) = handle.add_uplink(domain, vxlan).await {
+                return Err(DaemonError::Uplink {
+                    domain: domain.clone(),
+                    reason,
+                });
+            }
+        }
         let metrics = match config.metrics_listen {
             Some(addr) => match server_http::bind(addr).await {
                 Ok(listener) => Some(tokio::spawn(server_http::serve(listener, handle.clone()))),
@@ -146,6 +171,7 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
     });
     handle.send(Command::Shutdown);
     let joined = thread.join();
+    handle.destroy_uplinks();
     // Dropping the last handle drops the loader, which detaches every XDP program.
     drop(handle);
     drop(runtime);

@@ -966,6 +966,8 @@ impl Forwarder {
                 port: self.port_name(e.port),
                 age_secs: now.saturating_duration_since(e.last_seen).as_secs(),
                 is_static: e.is_static,
+                // Filled in by the control path for entries on a VXLAN uplink.
+                remote: None,
             })
             .collect();
         rows.sort_by(|a, b| (&a.domain, a.vlan, &a.mac).cmp(&(&b.domain, b.vlan, &b.mac)));

@@ -24,6 +24,8 @@ pub mod loader;
 pub mod metrics;
 /// Ports and their identifiers.
 pub mod port;
+/// The VXLAN uplink port that carries a wire to other nodes.
+pub mod uplink;
 /// 802.1Q classification, membership and in-place tag push/pop.
 pub mod vlan;
 /// AF_XDP sockets, rings and the UMEM: all of this crate's unsafe code.

@@ -121,12 +121,26 @@ impl Loader {
             .expect("loaded")
             .try_into()
             .map_err(LoaderError::Program)?;
-        let link = program
-            .attach_to_if_index(ifindex, XdpMode::Driver)
-            .map_err(|source| LoaderError::Attach {
-                port: port.to_owned(),
-                source,
-            })?;
+        let link = match program.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(link) => link,
+            // Devices without driver-mode XDP (a vxlan uplink): generic mode, which AF_XDP
+            // serves in copy mode, as it does on veth.
+            Err(e) if driver_mode_unsupported(&e) => {
+                tracing::info!(%port, error = %e, "no driver-mode XDP here; attaching in generic (SKB) mode");
+                program
+                    .attach_to_if_index(ifindex, XdpMode::Skb)
+                    .map_err(|source| LoaderError::Attach {
+                        port: port.to_owned(),
+                        source,
+                    })?
+            }
+            Err(source) => {
+                return Err(LoaderError::Attach {
+                    port: port.to_owned(),
+                    source,
+                })
+            }
+        };
         self.links.insert(port.to_owned(), (ifindex, link));
         Ok(())
     }
@@ -204,4 +218,16 @@ impl Loader {
         })?;
         T::try_from(map).map_err(|source| LoaderError::Map { name, source })
     }
+}
+
+/// Whether a driver-mode attach failed because the device has no native XDP: `EOPNOTSUPP`
+/// from bpf_link_create, or `EOPNOTSUPP`/`EINVAL` from the netlink attach aya falls back to
+/// on kernels without XDP links.
+fn driver_mode_unsupported(e: &ProgramError) -> bool {
+    let errno = match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        ProgramError::XdpError(aya::programs::xdp::XdpError::NetlinkError(n)) => n.raw_os_error(),
+        _ => None,
+    };
+    matches!(errno, Some(libc::EOPNOTSUPP | libc::EINVAL))
 }

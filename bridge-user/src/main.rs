@@ -31,6 +31,9 @@ fn main() -> ExitCode {
         CliCommand::Fdb { action, json } => {
             cli::change(&cli.socket, &action.request(), json).map_err(anyhow::Error::from)
         }
+        CliCommand::Peer { action, json } => {
+            cli::change(&cli.socket, &action.request(), json).map_err(anyhow::Error::from)
+        }
         CliCommand::Show { what, json } => {
             cli::show(&cli.socket, what, json).map_err(anyhow::Error::from)
         }

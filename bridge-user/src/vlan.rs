@@ -166,7 +166,24 @@ impl fmt::Display for PortMode {
         match self {
             Self::Access(v) => write!(f, "access vlan {v}"),
             Self::Trunk { allowed, native } => {
-                let list: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
+                // Runs of three or more as `a-b`: an uplink allows all 4094.
+                let mut list: Vec<String> = Vec::new();
+                let mut run: Option<(u16, u16)> = None;
+                let flush = |run: Option<(u16, u16)>, list: &mut Vec<String>| match run {
+                    Some((a, b)) if b >= a + 2 => list.push(format!("{a}-{b}")),
+                    Some((a, b)) => list.extend((a..=b).map(|v| v.to_string())),
+                    None => {}
+                };
+                for v in allowed.iter().map(VlanId::get) {
+                    run = match run {
+                        Some((a, b)) if v == b + 1 => Some((a, v)),
+                        other => {
+                            flush(other, &mut list);
+                            Some((v, v))
+                        }
+                    };
+                }
+                flush(run, &mut list);
                 write!(f, "trunk [{}]", list.join(","))?;
                 if let Some(n) = native {
                     write!(f, " native {n}")?;

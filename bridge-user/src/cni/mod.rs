@@ -19,7 +19,7 @@ pub mod error;
 
 mod config;
 mod ethtool;
-mod netlink;
+pub(crate) mod netlink;
 mod netns;
 
 use std::{io, net::IpAddr, path::Path};

@@ -179,6 +179,18 @@ pub enum Request {
         domain: Option<String>,
         port: Option<String>,
     },
+    /// Start replicating the domain's floods to another node (its VXLAN uplink).
+    PeerAdd {
+        address: String,
+        domain: String,
+    },
+    /// Stop replicating to a node and forget the MACs learned behind it.
+    PeerDel {
+        address: String,
+        domain: String,
+    },
+    /// The VXLAN uplinks, their kernel counters and their peers.
+    ShowPeers {},
 }
 
 /// The answer to a [`Request`]: `{"ok": ...}` or `{"error": "..."}`.
@@ -260,6 +272,9 @@ pub struct FdbRow {
     pub age_secs: u64,
     #[serde(rename = "static")]
     pub is_static: bool,
+    /// For entries on a VXLAN uplink: the node the MAC is behind (from the kernel's FDB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 #[cfg(test)]
@@ -276,6 +291,36 @@ mod tests {
             "{err}"
         );
         assert!(serde_json::from_str::<Request>(r#"{"command":"show_fdb","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn peer_requests_parse() {
+        let r: Request = serde_json::from_str(
+            r#"{"command":"peer_add","address":"10.99.0.2","domain":"vwire"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::PeerAdd {
+                address: "10.99.0.2".into(),
+                domain: "vwire".into()
+            }
+        );
+        assert!(
+            serde_json::from_str::<Request>(r#"{"command":"peer_del","address":"10.99.0.2"}"#)
+                .is_err(),
+            "the domain is required"
+        );
+        let row = FdbRow {
+            domain: "d".into(),
+            mac: "02:00:00:00:00:01".into(),
+            vlan: 1,
+            port: "p".into(),
+            age_secs: 0,
+            is_static: false,
+            remote: None,
+        };
+        assert!(!serde_json::to_string(&row).unwrap().contains("remote"));
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct Handle {
     commands: Sender<Command>,
     wakeup: Arc<EventFd>,
     loader: Arc<Mutex<Loader>>,
+    /// VXLAN uplinks; a plain mutex, never held across an await (see `uplink`).
+    uplinks: Arc<std::sync::Mutex<crate::uplink::Uplinks>>,
 }
 
 /// Formats an error with its chain of causes, for API answers.
@@ -91,7 +93,13 @@ impl Handle {
             commands,
             wakeup,
             loader: Arc::new(Mutex::new(loader)),
+            uplinks: Arc::default(),
         }
+    }
+
+    /// The VXLAN uplinks of this daemon.
+    pub(crate) fn uplinks(&self) -> &std::sync::Mutex<crate::uplink::Uplinks> {
+        &self.uplinks
     }
 
     /// Queues a command and wakes the forwarder. Returns `false` if the forwarder is gone
@@ -210,7 +218,7 @@ impl Handle {
             Request::ShowFdb {} => self
                 .ask(Command::ShowFdb)
                 .await
-                .map(|rows| json!({ "entries": rows })),
+                .map(|rows| json!({ "entries": self.with_remotes(rows) })),
             Request::ShowBridgeDomains {} => self
                 .ask(Command::ShowBridgeDomains)
                 .await
@@ -268,6 +276,13 @@ impl Handle {
                 .await
                 .and_then(|r| r)
                 .map(|n| json!({ "flushed": n })),
+            Request::PeerAdd { address, domain } => self
+                .peer_add(&address, &domain)
+                .map(|()| json!({ "added": address })),
+            Request::PeerDel { address, domain } => self
+                .peer_del(&address, &domain)
+                .map(|forgotten| json!({ "removed": address, "forgotten_macs": forgotten })),
+            Request::ShowPeers {} => self.show_peers().map(|rows| json!({ "uplinks": rows })),
         };
         match result {
             Ok(value) => Response::Ok(value),

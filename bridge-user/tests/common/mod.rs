@@ -829,7 +829,7 @@ impl RawSocket {
     }
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, val: libc::c_int) {
+pub fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, val: libc::c_int) {
     let len = libc::socklen_t::try_from(size_of::<libc::c_int>()).expect("small");
     // SAFETY: val lives across the call and len is its size.
     let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, opt, (&raw const val).cast(), len) };
@@ -841,7 +841,8 @@ fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, val: libc:
     );
 }
 
-fn open_packet_socket(ifname: &str) -> OwnedFd {
+/// A raw AF_PACKET socket bound to `ifname` that ignores its own transmissions.
+pub fn open_packet_socket(ifname: &str) -> OwnedFd {
     let cname = CString::new(ifname).expect("ifname has no NUL");
     // SAFETY: cname is a valid NUL-terminated string.
     let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };

@@ -12,15 +12,17 @@
     reason = "each test binary uses a different subset of the helpers"
 )]
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{eth_frame, in_netns, ns_run, run, Daemon, Topology, CLIENT_IF};
+use crate::common::{
+    eth_frame, in_netns, ns_run, open_packet_socket, run, setsockopt_int, Daemon, Topology,
+    CLIENT_IF,
+};
 
 /// How long to listen when asserting that something does *not* arrive.
 pub const QUIET: Duration = Duration::from_millis(700);
@@ -111,7 +113,6 @@ pub fn untag(frame: &[u8]) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // A raw socket that sees VLAN tags
 
-const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_OUTGOING: u8 = 4;
 
 /// An AF_PACKET socket on a client's `nsm-1`, reporting received frames with their outer
@@ -129,7 +130,12 @@ impl VlanSocket {
 
     pub fn open(ns: &str, ifname: &str) -> VlanSocket {
         let ifname_owned = ifname.to_owned();
-        let fd = in_netns(ns, move || open_socket(&ifname_owned));
+        let fd = in_netns(ns, move || {
+            let fd = open_packet_socket(&ifname_owned);
+            // The kernel moves received VLAN tags into auxdata; ask for it to put them back.
+            setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1);
+            fd
+        });
         let sock = VlanSocket {
             fd,
             ns: ns.to_owned(),
@@ -283,58 +289,6 @@ impl VlanSocket {
         }
         Some(buf)
     }
-}
-
-fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, val: libc::c_int) {
-    let len = libc::socklen_t::try_from(size_of::<libc::c_int>()).expect("small");
-    // SAFETY: val lives across the call and len is its size.
-    let rc = unsafe { libc::setsockopt(fd.as_raw_fd(), level, opt, (&raw const val).cast(), len) };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt({level}, {opt}): {}",
-        io::Error::last_os_error()
-    );
-}
-
-fn open_socket(ifname: &str) -> OwnedFd {
-    let cname = CString::new(ifname).expect("ifname has no NUL");
-    // SAFETY: cname is a valid NUL-terminated string.
-    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    assert_ne!(
-        ifindex,
-        0,
-        "no interface {ifname}: {}",
-        io::Error::last_os_error()
-    );
-    // Protocol 0: receive nothing until bound to the interface below.
-    // SAFETY: plain socket(2) call.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    assert!(
-        raw >= 0,
-        "socket(AF_PACKET): {}",
-        io::Error::last_os_error()
-    );
-    // SAFETY: raw is a fresh fd that we own from here on.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    setsockopt_int(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1);
-    setsockopt_int(&fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1);
-    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 16 << 20);
-    // SAFETY: sockaddr_ll is plain data; all-zero is valid.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = u16::try_from(libc::AF_PACKET).expect("small");
-    addr.sll_protocol = u16::try_from(libc::ETH_P_ALL).expect("small").to_be();
-    addr.sll_ifindex = i32::try_from(ifindex).expect("ifindex fits i32");
-    let alen = libc::socklen_t::try_from(size_of::<libc::sockaddr_ll>()).expect("small");
-    // SAFETY: addr is a valid sockaddr_ll of length alen.
-    let rc = unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), alen) };
-    assert_eq!(
-        rc,
-        0,
-        "bind AF_PACKET to {ifname}: {}",
-        io::Error::last_os_error()
-    );
-    fd
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -28,5 +28,7 @@ pub mod port;
 pub mod uplink;
 /// 802.1Q classification, membership and in-place tag push/pop.
 pub mod vlan;
-/// AF_XDP sockets, rings and the UMEM: all of this crate's unsafe code.
+/// AF_XDP sockets, rings and the UMEM: the daemon's unsafe code. Elsewhere only three
+/// `forward` functions call `Umem`'s unsafe frame accessors (each states why it owns the
+/// frame), and `cni::ethtool` makes one ioctl.
 pub mod xsk;

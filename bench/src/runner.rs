@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// Passed to vwire's config as `spin_us`.
     #[arg(long)]
     pub spin_us: Option<u64>,
+    /// Also measure Open vSwitch's userspace datapath with AF_XDP ports (needs
+    /// `ovs-vswitchd`: `apt-get install openvswitch-switch`). Implied by `--dut ovs-afxdp`.
+    #[arg(long)]
+    pub with_ovs: bool,
 }
 
 /// One scenario, as a row of the report.
@@ -98,6 +102,12 @@ pub const SCENARIOS: &[Scenario] = &[
         higher_is_better: false,
     },
     Scenario {
+        key: "ndr64",
+        label: "64 B no-drop rate (binary search, loss <= 0.1%)",
+        unit: "kpps",
+        higher_is_better: true,
+    },
+    Scenario {
         key: "owl_p50",
         label: "one-way latency at 10 kpps (64 B), p50",
         unit: "us",
@@ -130,6 +140,12 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         key: "flood4",
         label: "64 B unknown unicast flooded to 4 clients, per client",
+        unit: "kpps",
+        higher_is_better: true,
+    },
+    Scenario {
+        key: "flood8",
+        label: "64 B unknown unicast flooded to 8 clients, per client",
         unit: "kpps",
         higher_is_better: true,
     },
@@ -207,6 +223,7 @@ struct Ctx<'a> {
     exe: String,
     duration: f64,
     reps: usize,
+    short: bool,
     only: Option<Vec<String>>,
 }
 
@@ -266,6 +283,8 @@ struct GenOpts<'a> {
     rate: Option<u64>,
     src_mac: Option<&'a str>,
     src_macs: Option<u32>,
+    /// Seconds of traffic; `None`: the run's per-measurement duration.
+    duration: Option<f64>,
 }
 
 fn rate_test(
@@ -275,7 +294,7 @@ fn rate_test(
     o: &GenOpts<'_>,
     receivers: &[usize],
 ) -> anyhow::Result<RateOutcome> {
-    let d = ctx.duration;
+    let d = o.duration.unwrap_or(ctx.duration);
     let mut sinks = Vec::new();
     for &r in receivers {
         let c = &topo.clients[r];
@@ -477,6 +496,135 @@ fn trafgen(ctx: &Ctx<'_>, topo: &Topology, workdir: &std::path::Path) -> anyhow:
     Ok(rep.frames as f64 / secs / 1000.0)
 }
 
+/// Loss tolerance of the no-drop-rate search, percent of the offered frames.
+const NDR_LOSS_PCT: f64 = 0.1;
+/// Lower bound of the no-drop-rate search, frames per second.
+const NDR_LOW_PPS: f64 = 20_000.0;
+
+/// RFC 2544-style no-drop rate of 64-byte known unicast, client 0 to client 1: one trial
+/// flat out (the upper bound, and the answer if it already loses at most 0.1%), then a binary
+/// search over the generator's `--rate` between 20 kpps and the flat-out offered rate.
+/// Returns (kpps offered by the best passing trial, the trials for the details table).
+fn ndr(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, dst_mac: &str) -> anyhow::Result<(f64, String)> {
+    let trial_s = if ctx.short { 1.0 } else { 2.0 };
+    let iterations = if ctx.short { 4 } else { 6 };
+    let trial = |rate: Option<f64>| {
+        let o = GenOpts {
+            size: 64,
+            dst_mac,
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a positive rate in frames per second"
+            )]
+            rate: rate.map(|r| r.round() as u64),
+            src_mac: None,
+            src_macs: None,
+            duration: Some(trial_s),
+        };
+        rate_test(ctx, topo, dut, &o, &[1])
+    };
+    let mut log = Vec::new();
+    let top = trial(None)?;
+    let offered = top.gen.pps;
+    log.push(format!(
+        "flat out {:.0} kpps: loss {:.3}%",
+        offered / 1000.0,
+        top.loss_pct()
+    ));
+    if top.loss_pct() <= NDR_LOSS_PCT {
+        log.push("no loss flat out: the generator, not the device, is the limit".to_owned());
+        return Ok((offered / 1000.0, log.join("; ")));
+    }
+    let (mut lo, mut hi) = (NDR_LOW_PPS.min(offered / 2.0), offered);
+    let mut best: Option<f64> = None;
+    for _ in 0..iterations {
+        let mid = f64::midpoint(lo, hi);
+        let r = trial(Some(mid))?;
+        let loss = r.loss_pct();
+        let ok = loss <= NDR_LOSS_PCT;
+        log.push(format!(
+            "{:.0} kpps: loss {loss:.3}% {}",
+            r.gen.pps / 1000.0,
+            if ok { "pass" } else { "fail" }
+        ));
+        if ok {
+            best = Some(best.map_or(r.gen.pps, |b: f64| b.max(r.gen.pps)));
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    if best.is_none() {
+        // Every probe failed: check the lower bound itself.
+        let r = trial(Some(lo))?;
+        let ok = r.loss_pct() <= NDR_LOSS_PCT;
+        log.push(format!(
+            "{:.0} kpps: loss {:.3}% {}",
+            r.gen.pps / 1000.0,
+            r.loss_pct(),
+            if ok {
+                "pass"
+            } else {
+                "fail (no-drop rate below the search range)"
+            }
+        ));
+        best = Some(if ok { r.gen.pps } else { 0.0 });
+    }
+    Ok((best.unwrap_or(0.0) / 1000.0, log.join("; ")))
+}
+
+/// Pings every other client from client 0, so the device under test has learned every MAC
+/// and every ARP cache is warm before measuring.
+fn prelearn(ctx: &Ctx<'_>, topo: &Topology, name: &str) -> anyhow::Result<()> {
+    for c in &topo.clients[1..] {
+        topo::run(
+            ctx.log,
+            &in_ns(
+                &topo.clients[0].ns,
+                &["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", &c.ip],
+            ),
+        )
+        .with_context(|| format!("{name}: pre-learning ping to {}", c.ip))?;
+    }
+    Ok(())
+}
+
+/// Unknown unicast from client 0, flooded by the device to every other client, each one
+/// counting with its own sink. Value: the mean delivered rate per receiving client.
+fn flood(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, key: &'static str, res: &mut Results) {
+    let name = dut.kind.name();
+    let receivers: Vec<usize> = (1..topo.clients.len()).collect();
+    for rep in 0..ctx.reps {
+        let o = GenOpts {
+            size: 64,
+            dst_mac: "02:76:77:99:99:99",
+            rate: None,
+            src_mac: None,
+            src_macs: None,
+            duration: None,
+        };
+        match rate_test(ctx, topo, dut, &o, &receivers) {
+            Ok(r) => {
+                let per: Vec<String> = r.sinks.iter().map(|s| s.frames.to_string()).collect();
+                push(
+                    res,
+                    name,
+                    key,
+                    rep,
+                    r.kpps(),
+                    format!("{}; frames per client {}", r.detail(), per.join("/")),
+                );
+            }
+            Err(e) => {
+                let n = format!("{name}: {key} failed: {e:#}");
+                eprintln!("  {n}");
+                res.notes.push(n);
+            }
+        }
+    }
+}
+
 fn push(res: &mut Results, dut: &str, key: &'static str, rep: usize, value: f64, detail: String) {
     eprintln!("  {dut:<13} {key:<10} rep {rep}: {value:.2} {detail}");
     res.samples.push(Sample {
@@ -501,17 +649,7 @@ fn bench_dut(
     eprintln!("== {name}");
     let topo = Topology::create(prefix, 5, ctx.log)?;
     let dut = Dut::start(kind, &topo, workdir, ctx.log, spin_us)?;
-    // Pre-learn every client's MAC (and fill ARP caches) before measuring.
-    for c in &topo.clients[1..] {
-        topo::run(
-            ctx.log,
-            &in_ns(
-                &topo.clients[0].ns,
-                &["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", &c.ip],
-            ),
-        )
-        .with_context(|| format!("{name}: pre-learning ping to {}", c.ip))?;
-    }
+    prelearn(ctx, &topo, name)?;
     let c1mac = topo.clients[1].mac.clone();
     let note = |res: &mut Results, what: &str, e: &anyhow::Error| {
         let n = format!("{name}: {what} failed: {e:#}");
@@ -552,6 +690,7 @@ fn bench_dut(
                 rate: None,
                 src_mac: None,
                 src_macs: None,
+                duration: None,
             };
             match rate_test(ctx, &topo, &dut, &o, &[1]) {
                 Ok(r) => {
@@ -567,6 +706,14 @@ fn bench_dut(
             }
         }
     }
+    if ctx.wants("ndr64") {
+        for rep in 0..ctx.reps {
+            match ndr(ctx, &topo, &dut, &c1mac) {
+                Ok((k, d)) => push(res, name, "ndr64", rep, k, d),
+                Err(e) => note(res, "no-drop rate", &e),
+            }
+        }
+    }
     if ctx.wants("owl_p50") {
         for rep in 0..ctx.reps {
             let o = GenOpts {
@@ -575,6 +722,7 @@ fn bench_dut(
                 rate: Some(10_000),
                 src_mac: None,
                 src_macs: None,
+                duration: None,
             };
             match rate_test(ctx, &topo, &dut, &o, &[1]) {
                 Ok(r) => {
@@ -614,29 +762,7 @@ fn bench_dut(
         }
     }
     if ctx.wants("flood4") {
-        for rep in 0..ctx.reps {
-            let o = GenOpts {
-                size: 64,
-                dst_mac: "02:76:77:99:99:99",
-                rate: None,
-                src_mac: None,
-                src_macs: None,
-            };
-            match rate_test(ctx, &topo, &dut, &o, &[1, 2, 3, 4]) {
-                Ok(r) => {
-                    let per: Vec<String> = r.sinks.iter().map(|s| s.frames.to_string()).collect();
-                    push(
-                        res,
-                        name,
-                        "flood4",
-                        rep,
-                        r.kpps(),
-                        format!("{}; frames per client {}", r.detail(), per.join("/")),
-                    );
-                }
-                Err(e) => note(res, "flood", &e),
-            }
-        }
+        flood(ctx, &topo, &dut, "flood4", res);
     }
     if ctx.wants("trafgen64") && *kind == DutKind::LinuxBridge {
         if which("trafgen") {
@@ -660,6 +786,7 @@ fn bench_dut(
                 rate: None,
                 src_mac: Some("02:76:78:00:00:00"),
                 src_macs: Some(65_536),
+                duration: None,
             };
             match rate_test(ctx, &topo, &dut, &o, &[1]) {
                 Ok(r) => push(res, name, "macs64k", rep, r.kpps(), r.detail()),
@@ -669,6 +796,16 @@ fn bench_dut(
     }
     if let Some(j) = dut.interfaces_json() {
         std::fs::write(workdir.join("interfaces.json"), j)?;
+    }
+    // Flooding to 8 ports needs 9 clients: a second, bigger topology for that scenario only,
+    // so that every other scenario (flood4 included) keeps the 5-port fan-out.
+    drop(dut);
+    drop(topo);
+    if ctx.wants("flood8") {
+        let topo = Topology::create(&format!("{prefix}w"), 9, ctx.log)?;
+        let dut = Dut::start(kind, &topo, &workdir.join("flood8"), ctx.log, spin_us)?;
+        prelearn(ctx, &topo, name)?;
+        flood(ctx, &topo, &dut, "flood8", res);
     }
     Ok(())
 }
@@ -702,6 +839,7 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
         exe,
         duration,
         reps,
+        short,
         only: a.only.clone(),
     };
     let stamp = sh_out("date -u +%Y%m%dT%H%M%SZ");
@@ -721,16 +859,28 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
         ("vwire commit".to_owned(), sh_out("git rev-parse --short HEAD 2>/dev/null; git status --porcelain 2>/dev/null | grep -q . && echo '(dirty tree)'").replace('\n', " ")),
     ];
     let mut kinds = vec![DutKind::LinuxBridge, DutKind::Vwire { bin: vwire }];
-    if which("ovs-vswitchd") {
-        res.notes.push(
-            "ovs-vswitchd is installed, but the OVS AF_XDP setup is not automated yet: skipped"
+    let want_ovs = a.with_ovs
+        || a.dut
+            .as_ref()
+            .is_some_and(|d| d.iter().any(|x| x == "ovs-afxdp"));
+    let have_ovs = which("ovs-vswitchd") && which("ovsdb-server") && which("ovs-vsctl");
+    match (want_ovs, have_ovs) {
+        (true, true) => kinds.push(DutKind::OvsAfxdp),
+        (true, false) => {
+            let n = "ovs-afxdp skipped: ovs-vswitchd is not installed. Install it with \
+                     `apt-get install openvswitch-switch` (Debian; the runner starts its own \
+                     daemons, the system service is not needed) and rerun with --with-ovs";
+            eprintln!("{n}");
+            res.notes.push(n.to_owned());
+        }
+        (false, true) => res
+            .notes
+            .push("ovs-afxdp not measured: pass --with-ovs to include it".to_owned()),
+        (false, false) => res.notes.push(
+            "ovs-afxdp not measured: ovs-vswitchd is not installed \
+             (`apt-get install openvswitch-switch`, then --with-ovs)"
                 .to_owned(),
-        );
-    } else {
-        res.notes.push(
-            "ovs-afxdp skipped: ovs-vswitchd is not installed (Debian openvswitch-switch)"
-                .to_owned(),
-        );
+        ),
     }
     if let Some(only) = &a.dut {
         kinds.retain(|k| only.iter().any(|o| o == k.name()));

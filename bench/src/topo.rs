@@ -315,6 +315,8 @@ pub struct Dut {
     pub kind: DutKind,
     /// The forwarding process, if the bridge runs in user space.
     pub proc: Option<ChildGuard>,
+    /// The Open vSwitch daemons (detached, so not children of ours).
+    pub ovs: Option<Ovs>,
     pub workdir: PathBuf,
 }
 
@@ -332,6 +334,7 @@ impl Dut {
         let mut dut = Self {
             kind: kind.clone(),
             proc: None,
+            ovs: None,
             workdir: workdir.to_owned(),
         };
         match kind {
@@ -416,7 +419,7 @@ impl Dut {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
-            DutKind::OvsAfxdp => bail!("ovs-afxdp is not implemented in this runner yet"),
+            DutKind::OvsAfxdp => dut.ovs = Some(Ovs::start(topo, workdir, log)?),
         }
         Ok(dut)
     }
@@ -424,7 +427,10 @@ impl Dut {
     /// Process id of the forwarder, for CPU accounting.
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
-        self.proc.as_ref().and_then(ChildGuard::pid)
+        self.proc
+            .as_ref()
+            .and_then(ChildGuard::pid)
+            .or_else(|| self.ovs.as_ref().and_then(|o| o.vswitchd_pid))
     }
 
     /// The control socket's `show interfaces --json`, for the report.
@@ -448,6 +454,212 @@ impl Drop for Dut {
     fn drop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.stop(libc::SIGTERM, Duration::from_secs(5));
+        }
+        // Ovs's own Drop stops its daemons.
+        self.ovs.take();
+    }
+}
+
+/// Where Debian's `openvswitch-common` puts the database schema.
+const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+
+/// `ovsdb-server` + `ovs-vswitchd` started by hand inside the node namespace, with every
+/// file (database, sockets, pidfiles, logs) in a private directory: nothing touches the
+/// host's `/var/run/openvswitch`. Bridge `br0` with `datapath_type=netdev` (the userspace
+/// datapath) and one `type=afxdp options:xdp-mode=native` port per veth. Stopped (and the
+/// AF_XDP sockets and XDP programs released) on drop.
+#[derive(Debug)]
+pub struct Ovs {
+    dir: PathBuf,
+    log: CmdLog,
+    /// The forwarding process (its PMD threads included), for CPU accounting.
+    pub vswitchd_pid: Option<u32>,
+    ovsdb_pid: Option<u32>,
+}
+
+impl Ovs {
+    fn path(&self, rel: &str) -> String {
+        self.dir.join(rel).to_string_lossy().into_owned()
+    }
+
+    /// `env OVS_*DIR=... <args>` so that no tool falls back to the system directories.
+    fn env(&self, args: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            "env".to_owned(),
+            format!("OVS_RUNDIR={}", self.path("run")),
+            format!("OVS_DBDIR={}", self.path("db")),
+            format!("OVS_LOGDIR={}", self.path("log")),
+            format!("OVS_SYSCONFDIR={}", self.path("etc")),
+        ];
+        v.extend(args.iter().map(|s| (*s).to_owned()));
+        v
+    }
+
+    fn vsctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let db = format!("--db=unix:{}", self.path("run/db.sock"));
+        let mut a = vec!["ovs-vsctl", "--timeout=30", &db];
+        a.extend_from_slice(args);
+        run(&self.log, &self.env(&a))
+    }
+
+    fn read_pid(&self, name: &str) -> Option<u32> {
+        fs::read_to_string(self.dir.join("run").join(format!("{name}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn log_tail(&self) -> String {
+        let txt = fs::read_to_string(self.dir.join("log/ovs-vswitchd.log")).unwrap_or_default();
+        let lines: Vec<&str> = txt
+            .lines()
+            .filter(|l| l.contains("|ERR|") || l.contains("|WARN|") || l.contains("|EMER|"))
+            .collect();
+        lines[lines.len().saturating_sub(8)..].join("\n")
+    }
+
+    /// Starts the daemons in `topo`'s node namespace and adds every port.
+    pub fn start(topo: &Topology, workdir: &Path, log: &CmdLog) -> anyhow::Result<Self> {
+        let dir = workdir.join("ovs");
+        let _ = fs::remove_dir_all(&dir);
+        for d in ["run", "db", "log", "etc"] {
+            fs::create_dir_all(dir.join(d))?;
+        }
+        let mut ovs = Self {
+            dir,
+            log: log.clone(),
+            vswitchd_pid: None,
+            ovsdb_pid: None,
+        };
+        let node = &topo.node;
+        let db = ovs.path("db/conf.db");
+        run(log, &ovs.env(&["ovsdb-tool", "create", &db, OVS_SCHEMA]))?;
+        let remote = format!("--remote=punix:{}", ovs.path("run/db.sock"));
+        let pidfile = format!("--pidfile={}", ovs.path("run/ovsdb-server.pid"));
+        let ctl = format!("--unixctl={}", ovs.path("run/ovsdb-server.ctl"));
+        let logf = format!("--log-file={}", ovs.path("log/ovsdb-server.log"));
+        let mut a = sv(&["ip", "netns", "exec", node]);
+        a.extend(ovs.env(&[
+            "ovsdb-server",
+            &db,
+            &remote,
+            &pidfile,
+            &ctl,
+            &logf,
+            "--no-chdir",
+            "--detach",
+        ]));
+        run(log, &a).context("starting ovsdb-server")?;
+        ovs.ovsdb_pid = ovs.read_pid("ovsdb-server");
+        ovs.vsctl(&["--no-wait", "init"])?;
+        let dbsock = format!("unix:{}", ovs.path("run/db.sock"));
+        let pidfile = format!("--pidfile={}", ovs.path("run/ovs-vswitchd.pid"));
+        let ctl = format!("--unixctl={}", ovs.path("run/ovs-vswitchd.ctl"));
+        let logf = format!("--log-file={}", ovs.path("log/ovs-vswitchd.log"));
+        let mut a = sv(&["ip", "netns", "exec", node]);
+        a.extend(ovs.env(&[
+            "ovs-vswitchd",
+            &dbsock,
+            &pidfile,
+            &ctl,
+            &logf,
+            "--no-chdir",
+            "--detach",
+        ]));
+        run(log, &a).context("starting ovs-vswitchd")?;
+        ovs.vswitchd_pid = ovs.read_pid("ovs-vswitchd");
+        let types = ovs.vsctl(&["get", "Open_vSwitch", ".", "iface_types"])?;
+        if !types.contains("afxdp") {
+            bail!(
+                "this ovs-vswitchd has no AF_XDP support (iface_types {})",
+                types.trim()
+            );
+        }
+        ovs.vsctl(&[
+            "add-br",
+            "br0",
+            "--",
+            "set",
+            "bridge",
+            "br0",
+            "datapath_type=netdev",
+        ])?;
+        for c in &topo.clients {
+            ovs.vsctl(&[
+                "add-port",
+                "br0",
+                &c.port,
+                "--",
+                "set",
+                "interface",
+                &c.port,
+                "type=afxdp",
+                "options:xdp-mode=native",
+            ])?;
+        }
+        // ovs-vsctl waited for ovs-vswitchd to apply each change: any port it could not
+        // open reports an error (and ofport -1) now.
+        for c in &topo.clients {
+            let err = ovs.vsctl(&["get", "interface", &c.port, "error"])?;
+            let ofport = ovs.vsctl(&["get", "interface", &c.port, "ofport"])?;
+            let err = err.trim();
+            if (!err.is_empty() && err != "[]") || ofport.trim() == "-1" {
+                bail!(
+                    "ovs-vswitchd could not open {} as an AF_XDP port (ofport {}): {err}; log: {}",
+                    c.port,
+                    ofport.trim(),
+                    ovs.log_tail()
+                );
+            }
+        }
+        run(log, &sv(&["ip", "-n", node, "link", "set", "br0", "up"]))?;
+        Ok(ovs)
+    }
+}
+
+/// Waits up to `grace` for `pid` (one of ours, named `name`) to exit, then SIGKILLs it.
+fn reap(pid: u32, name: &str, grace: Duration) {
+    let alive =
+        || fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains(name));
+    let deadline = Instant::now() + grace;
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if alive() {
+        if let Ok(p) = libc::pid_t::try_from(pid) {
+            // SAFETY: a daemon this runner started (checked by its command line above).
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for Ovs {
+    fn drop(&mut self) {
+        // `exit --cleanup` deletes the datapath and its ports: the AF_XDP sockets close and
+        // the XDP programs come off the veths before the namespace goes.
+        let ctl = self.path("run/ovs-vswitchd.ctl");
+        let _ = run(
+            &self.log,
+            &self.env(&[
+                "ovs-appctl",
+                "--timeout=10",
+                "-t",
+                &ctl,
+                "exit",
+                "--cleanup",
+            ]),
+        );
+        if let Some(p) = self.vswitchd_pid {
+            reap(p, "ovs-vswitchd", Duration::from_secs(5));
+        }
+        let ctl = self.path("run/ovsdb-server.ctl");
+        let _ = run(
+            &self.log,
+            &self.env(&["ovs-appctl", "--timeout=5", "-t", &ctl, "exit"]),
+        );
+        if let Some(p) = self.ovsdb_pid {
+            reap(p, "ovsdb-server", Duration::from_secs(3));
         }
     }
 }

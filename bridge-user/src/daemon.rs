@@ -106,6 +106,9 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
     for domain in &config.domains {
         forwarder.ensure_domain(&domain.name);
     }
+    // One socket per port is the common case; ports with more queues just get less each.
+    let configured: usize = config.domains.iter().map(|d| d.ports.len()).sum();
+    forwarder.expect_sockets(u32::try_from(configured).unwrap_or(u32::MAX));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("vwire-fwd".into())

@@ -40,6 +40,10 @@ use crate::{
 
 /// Most descriptors taken from one rx ring per turn.
 pub const RX_BATCH: u32 = 64;
+/// Fill depth of a socket that has not received lately. Every socket gets at least this
+/// much (or its fair share of a small UMEM) on every turn, so no port is ever left without
+/// buffers; a socket that receives is refilled to the full target.
+const IDLE_FILL: u32 = 256;
 /// How often aged FDB entries are swept and vanished interfaces looked for.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -196,8 +200,12 @@ pub struct Forwarder {
     domains: Vec<Domain>,
     fdb: Fdb,
     fdb_counters: FdbCounters,
-    /// Frames kept on each socket's fill ring.
+    /// Frames kept on the fill ring of a socket that is receiving.
     fill_target: u32,
+    /// Sockets the UMEM is shared among, for sizing `fill_target`: at least the number
+    /// expected from the config, so ports added one by one at start-up do not each take
+    /// a share meant for fewer ports.
+    expected_sockets: u32,
     config: LoopConfig,
     commands: Receiver<Command>,
     wakeup: Arc<EventFd>,
@@ -229,6 +237,7 @@ impl Forwarder {
             fdb,
             fdb_counters: FdbCounters::default(),
             fill_target: 0,
+            expected_sockets: 0,
             config,
             commands,
             wakeup,
@@ -240,6 +249,13 @@ impl Forwarder {
         };
         fwd.ports_changed();
         fwd
+    }
+
+    /// Sizes fill rings for at least `sockets` sockets (the ports of the config, before they
+    /// are added one by one).
+    pub fn expect_sockets(&mut self, sockets: u32) {
+        self.expected_sockets = sockets;
+        self.ports_changed();
     }
 
     /// Creates a bridge domain if it does not exist yet.
@@ -311,7 +327,7 @@ impl Forwarder {
             counters: Default::default(),
         });
         self.ports_changed();
-        self.refill_port(slot);
+        self.top_up_idle();
         Ok(PortAdded {
             slot: id.0,
             sockets: fds,
@@ -360,7 +376,8 @@ impl Forwarder {
             .sum();
         // Half the frames wait on fill rings, the other half are in flight or free.
         self.fill_target =
-            (self.umem.frame_count() / 2 / sockets.max(1)).clamp(1, self.config.socket.ring_size);
+            (self.umem.frame_count() / 2 / sockets.max(self.expected_sockets).max(1))
+                .clamp(1, self.config.socket.ring_size);
         self.pollfds.clear();
         self.pollfds.push(libc::pollfd {
             fd: self.wakeup.raw_fd(),
@@ -417,6 +434,7 @@ impl Forwarder {
         for pi in 0..self.ports.len() {
             work |= self.transmit(pi);
         }
+        self.top_up_idle();
         if now.duration_since(self.last_housekeeping) >= HOUSEKEEPING_INTERVAL {
             self.last_housekeeping = now;
             self.housekeeping(now);
@@ -485,7 +503,7 @@ impl Forwarder {
             self.frames.returned(self.umem.chunk_of(desc.addr));
             self.handle(ingress, desc, now);
         }
-        self.refill(pi, qi);
+        self.refill(pi, qi, self.fill_target);
         true
     }
 
@@ -599,7 +617,14 @@ impl Forwarder {
     )]
     fn stage(&mut self, egress: PortId, desc: Desc, tagged: bool, how: Egress, vlan: VlanId) {
         let chunk = self.umem.chunk_of(desc.addr);
-        let desc = if tagged == (how == Egress::Tagged) {
+        let desc = if !tagged && how == Egress::Untagged {
+            Some(desc)
+        } else if tagged && how == Egress::Tagged {
+            // SAFETY: as below: this thread owns the frame and holds no other view of it.
+            vlan::set_vid(
+                unsafe { self.umem.frame_mut(desc.addr, desc.len as usize) },
+                vlan,
+            );
             Some(desc)
         } else {
             let offset = usize::try_from(desc.addr - chunk).expect("offset within a frame");
@@ -685,21 +710,29 @@ impl Forwarder {
         work
     }
 
-    fn refill_port(&mut self, pi: usize) {
-        let queues = self.ports[pi].as_ref().map_or(0, |p| p.sockets.len());
-        for qi in 0..queues {
-            self.refill(pi, qi);
+    /// Gives every socket below its idle depth more frames, if any are free. Frames come
+    /// back to the free list from other ports' completions, so a starved socket recovers
+    /// as soon as anything is forwarded anywhere.
+    fn top_up_idle(&mut self) {
+        let depth = IDLE_FILL.min(self.fill_target);
+        for pi in 0..self.ports.len() {
+            let queues = self.ports[pi].as_ref().map_or(0, |p| p.sockets.len());
+            for qi in 0..queues {
+                self.refill(pi, qi, depth);
+            }
         }
     }
 
-    /// Tops a socket's fill ring up to the target from the free list.
-    fn refill(&mut self, pi: usize, qi: usize) {
+    /// Tops a socket's fill ring up to `depth` frames from the free list.
+    fn refill(&mut self, pi: usize, qi: usize, depth: u32) {
         let Some(port) = self.ports[pi].as_mut() else {
             return;
         };
         let socket = &mut port.sockets[qi];
-        let want = self
-            .fill_target
+        if socket.fill_outstanding >= depth {
+            return;
+        }
+        let want = depth
             .saturating_sub(socket.fill_outstanding)
             .min(self.frames.free_count());
         let n = socket.fill.reserve(want);
@@ -713,7 +746,9 @@ impl Forwarder {
         }
         socket.fill.submit(n);
         socket.fill_outstanding += n;
-        socket.wake_rx_if_needed();
+        if n > 0 {
+            socket.wake_rx_if_needed();
+        }
     }
 
     /// Blocks until a socket is readable, a command arrives, or the next timer is due.

@@ -204,7 +204,10 @@ pub fn push_tag(
     len: usize,
     vlan: VlanId,
 ) -> Option<(usize, usize)> {
-    if offset < VLAN_TAG_LEN || len < ETHERNET_HEADER_LEN || offset + len > chunk.len() {
+    if offset < VLAN_TAG_LEN
+        || len < ETHERNET_HEADER_LEN
+        || offset.checked_add(len).is_none_or(|end| end > chunk.len())
+    {
         return None;
     }
     let start = offset - VLAN_TAG_LEN;
@@ -214,11 +217,23 @@ pub fn push_tag(
     Some((start, len + VLAN_TAG_LEN))
 }
 
+/// Makes the outer tag of a tagged frame carry `vlan`, keeping its priority and DEI bits.
+/// A priority tag (VID 0) or a tag naming the native VLAN must leave a trunk with the VLAN
+/// the frame was classified into, or the far end would read it as its own native VLAN.
+pub fn set_vid(frame: &mut [u8], vlan: VlanId) {
+    if let Some(tci) = frame.get_mut(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + 2) {
+        let old = u16::from_be_bytes([tci[0], tci[1]]);
+        tci.copy_from_slice(&((old & 0xf000) | vlan.get()).to_be_bytes());
+    }
+}
+
 /// Removes the outer tag in place (the frame must be tagged and whole); returns the new
 /// offset and length.
 #[must_use]
 pub fn pop_tag(chunk: &mut [u8], offset: usize, len: usize) -> Option<(usize, usize)> {
-    if len < ETHERNET_HEADER_LEN + VLAN_TAG_LEN || offset + len > chunk.len() {
+    if len < ETHERNET_HEADER_LEN + VLAN_TAG_LEN
+        || offset.checked_add(len).is_none_or(|end| end > chunk.len())
+    {
         return None;
     }
     chunk.copy_within(offset..offset + 12, offset + VLAN_TAG_LEN);
@@ -381,6 +396,21 @@ mod tests {
         let (off, len) = pop_tag(&mut chunk, off, len).unwrap();
         assert_eq!((off, len), (256, frame.len()));
         assert_eq!(&chunk[off..off + len], &frame[..]);
+    }
+
+    #[test]
+    fn set_vid_keeps_priority_and_dei() {
+        let mut f = tagged(TPID_8021Q, 0);
+        f[14] |= 0xb0; // PCP 5, DEI set, VID 0
+        set_vid(&mut f, v(10));
+        assert_eq!(&f[14..16], &[0xb0, 0x0a]);
+    }
+
+    #[test]
+    fn push_and_pop_refuse_overflowing_ranges() {
+        let mut chunk = vec![0u8; 64];
+        assert_eq!(push_tag(&mut chunk, usize::MAX, 20, v(1)), None);
+        assert_eq!(pop_tag(&mut chunk, usize::MAX - 4, 20), None);
     }
 
     #[test]

@@ -8,8 +8,10 @@ mod bench;
 mod build;
 mod demo;
 mod deploy;
+mod fuzz;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod util;
 
@@ -42,6 +44,10 @@ enum Command {
     Bench(bench::Options),
     /// Render deploy/ (DaemonSet, ConfigMap, samples) for an image and a daemon config.
     Deploy(deploy::Args),
+    /// Run every cargo-fuzz target in fuzz/ for a while each (nightly; installs cargo-fuzz).
+    Fuzz(fuzz::Args),
+    /// Mixed traffic for N minutes with ports added and removed; checks accounting and memory.
+    Soak(soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +60,8 @@ fn main() -> ExitCode {
         Command::Test(opts) => test::test(opts),
         Command::IntegrationTest(opts) => test::integration_test(opts),
         Command::Deploy(args) => deploy::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
+        Command::Soak(args) => soak::run(args),
         Command::Bench(opts) => bench::bench(&opts),
     };
     match result {

@@ -44,6 +44,7 @@ pub fn setup() -> Result<()> {
     rustfmt()?;
     bpf_linker()?;
     python_packages()?;
+    crate::fuzz::install_cargo_fuzz()?;
     Ok(())
 }
 
@@ -78,6 +79,9 @@ fn missing() -> Vec<String> {
     }
     if !bpf_linker_ok() {
         missing.push(format!("bpf-linker {BPF_LINKER_VERSION}"));
+    }
+    if !crate::fuzz::cargo_fuzz_installed() {
+        missing.push("cargo-fuzz".to_owned());
     }
     missing.extend(
         PYTHON_PACKAGES

@@ -708,24 +708,7 @@ impl RawSocket {
     }
 
     pub fn try_send(&self, frame: &[u8]) -> io::Result<()> {
-        loop {
-            // SAFETY: the buffer is valid for frame.len() bytes; the fd is an open socket.
-            let n =
-                unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-            if n >= 0 {
-                assert_eq!(n.unsigned_abs(), frame.len(), "short send");
-                return Ok(());
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ENOBUFS) | Some(libc::EAGAIN) => {
-                    std::thread::sleep(Duration::from_micros(200));
-                    continue;
-                }
-                _ => return Err(err),
-            }
-        }
+        send_frame(&self.fd, frame)
     }
 
     /// Discards everything queued so far.
@@ -839,6 +822,29 @@ pub fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, val: l
         "setsockopt({level}, {opt}): {}",
         io::Error::last_os_error()
     );
+}
+
+/// Sends one frame on a raw socket. A full queue (`ENOBUFS`/`EAGAIN`) is retried for up to
+/// 2 s, then returned: a veth answers `ENOBUFS` for every frame it will never take (too
+/// large, link down), so retrying forever would hang the test.
+pub fn send_frame(fd: &OwnedFd, frame: &[u8]) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        // SAFETY: the buffer is valid for frame.len() bytes; the fd is an open socket.
+        let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        if n >= 0 {
+            assert_eq!(n.unsigned_abs(), frame.len(), "short send");
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::ENOBUFS | libc::EAGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            _ => return Err(err),
+        }
+    }
 }
 
 /// A raw AF_PACKET socket bound to `ifname` that ignores its own transmissions.

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    eth_frame, in_netns, ns_run, open_packet_socket, run, setsockopt_int, Daemon, Topology,
-    CLIENT_IF,
+    eth_frame, in_netns, ns_run, open_packet_socket, run, send_frame, setsockopt_int, Daemon,
+    Topology, CLIENT_IF,
 };
 
 /// How long to listen when asserting that something does *not* arrive.
@@ -146,23 +146,8 @@ impl VlanSocket {
 
     /// Sends one frame as given (tags included); panics on error.
     pub fn send(&self, frame: &[u8]) {
-        loop {
-            // SAFETY: the buffer is valid for frame.len() bytes; the fd is an open socket.
-            let n =
-                unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-            if n >= 0 {
-                assert_eq!(n.unsigned_abs(), frame.len(), "short send in {}", self.ns);
-                return;
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => {}
-                Some(libc::ENOBUFS | libc::EAGAIN) => {
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                _ => panic!("send of a {}-byte frame in {}: {err}", frame.len(), self.ns),
-            }
-        }
+        send_frame(&self.fd, frame)
+            .unwrap_or_else(|e| panic!("send of a {}-byte frame in {}: {e}", frame.len(), self.ns));
     }
 
     /// Every frame received until `timeout` passed, for which `keep` holds.

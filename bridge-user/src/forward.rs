@@ -617,31 +617,16 @@ impl Forwarder {
     )]
     fn stage(&mut self, egress: PortId, desc: Desc, tagged: bool, how: Egress, vlan: VlanId) {
         let chunk = self.umem.chunk_of(desc.addr);
-        let desc = if !tagged && how == Egress::Untagged {
-            Some(desc)
-        } else if tagged && how == Egress::Tagged {
-            // SAFETY: as below: this thread owns the frame and holds no other view of it.
-            vlan::set_vid(
-                unsafe { self.umem.frame_mut(desc.addr, desc.len as usize) },
-                vlan,
-            );
-            Some(desc)
-        } else {
-            let offset = usize::try_from(desc.addr - chunk).expect("offset within a frame");
-            // SAFETY: the frame is owned by this thread (rx'd or freshly allocated), and no
-            // other view of it is alive.
-            let whole = unsafe { self.umem.frame_mut(chunk, self.umem.frame_size() as usize) };
-            let moved = if tagged {
-                vlan::pop_tag(whole, offset, desc.len as usize)
-            } else {
-                vlan::push_tag(whole, offset, desc.len as usize, vlan)
-            };
-            moved.map(|(offset, len)| Desc {
+        let offset = usize::try_from(desc.addr - chunk).expect("offset within a frame");
+        // SAFETY: the frame is owned by this thread (rx'd or freshly allocated), and no other
+        // view of it is alive.
+        let whole = unsafe { self.umem.frame_mut(chunk, self.umem.frame_size() as usize) };
+        let desc = vlan::rewrite_for_egress(whole, offset, desc.len as usize, tagged, how, vlan)
+            .map(|(offset, len)| Desc {
                 addr: chunk + offset as u64,
                 len: count(len),
                 options: 0,
-            })
-        };
+            });
         match (
             desc,
             self.ports

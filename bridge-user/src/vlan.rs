@@ -217,6 +217,31 @@ pub fn push_tag(
     Some((start, len + VLAN_TAG_LEN))
 }
 
+/// Rewrites a frame in place for an egress port: pushes a tag, pops it, or makes the tag
+/// it keeps carry `vlan`. `chunk` is the whole UMEM frame, the frame is
+/// `chunk[offset..offset + len]` and arrived `tagged` or not; returns the new offset and
+/// length, or `None` when the frame cannot be rewritten (no headroom, too short).
+#[must_use]
+pub fn rewrite_for_egress(
+    chunk: &mut [u8],
+    offset: usize,
+    len: usize,
+    tagged: bool,
+    how: Egress,
+    vlan: VlanId,
+) -> Option<(usize, usize)> {
+    match (tagged, how) {
+        (false, Egress::Untagged) => Some((offset, len)),
+        (true, Egress::Tagged) => {
+            let end = offset.checked_add(len)?;
+            set_vid(chunk.get_mut(offset..end)?, vlan);
+            Some((offset, len))
+        }
+        (true, Egress::Untagged) => pop_tag(chunk, offset, len),
+        (false, Egress::Tagged) => push_tag(chunk, offset, len, vlan),
+    }
+}
+
 /// Makes the outer tag of a tagged frame carry `vlan`, keeping its priority and DEI bits.
 /// A priority tag (VID 0) or a tag naming the native VLAN must leave a trunk with the VLAN
 /// the frame was classified into, or the far end would read it as its own native VLAN.

@@ -16,15 +16,6 @@ use bridge_user::vlan::{Egress, PortMode};
 use libfuzzer_sys::fuzz_target;
 use vwire_fuzz::{egress_bytes, Cursor};
 
-/// Skip the one case of a daemon bug already reported (so the CI run keeps finding others).
-const KNOWN_BUG_PRIORITY_TAG: bool = false;
-
-/// The VID of the frame's outer 802.1Q tag, if it has one.
-fn frame_vid(f: &[u8]) -> Option<u16> {
-    (f.len() >= 18 && f[12..14] == [0x81, 0x00])
-        .then(|| u16::from_be_bytes([f[14], f[15]]) & 0x0fff)
-}
-
 fn is_tag(ethertype: u16) -> bool {
     ethertype == 0x8100 || ethertype == 0x88a8
 }
@@ -107,11 +98,6 @@ fuzz_target!(|data: &[u8]| {
             );
             let ethertype = u16::from_be_bytes([out[12], out[13]]);
             match how {
-                Egress::Tagged if KNOWN_BUG_PRIORITY_TAG && frame_vid(&frame) == Some(0) => {
-                    // KNOWN BUG, see `fuzz_regressions.rs`: a priority-tagged frame (VID 0)
-                    // accepted into a trunk's native VLAN leaves a tagged egress port with
-                    // VID 0 instead of its VLAN. Set the flag to false once fixed.
-                }
                 Egress::Tagged => {
                     // The far end of a trunk reads the VLAN from the tag: it must be ours.
                     assert_eq!(ethertype, 0x8100, "tagged egress without an 802.1Q tag");

@@ -1,12 +1,12 @@
 //! Shared pieces of the fuzz targets: a byte cursor that turns fuzzer input into port modes
 //! and frames, a reference model of 802.1Q ingress classification written from the README
 //! (independent of `vlan.rs`), and the egress rewrite the forwarder applies (`stage`), done
-//! with the public `push_tag`/`pop_tag` in a UMEM-sized chunk.
+//! with the daemon's own `vlan::rewrite_for_egress` in a UMEM-sized chunk.
 
 use bridge_common::wire::{MacAddr, VlanId};
 use bridge_user::forward::Decision;
 use bridge_user::metrics::DropReason;
-use bridge_user::vlan::{pop_tag, push_tag, Egress, PortMode, VlanSet};
+use bridge_user::vlan::{rewrite_for_egress, Egress, PortMode, VlanSet};
 
 /// Size of a UMEM frame and the headroom the kernel leaves before each received frame.
 pub const CHUNK: usize = 2048;
@@ -178,13 +178,14 @@ pub fn egress_bytes(frame: &[u8], decision: &Decision, how: Egress) -> Option<Ve
     let mut chunk = vec![0u8; CHUNK];
     let len = frame.len().min(CHUNK - HEADROOM);
     chunk[HEADROOM..HEADROOM + len].copy_from_slice(&frame[..len]);
-    if decision.tagged == (how == Egress::Tagged) {
-        return Some(frame[..len].to_vec());
-    }
-    let (off, len) = if decision.tagged {
-        pop_tag(&mut chunk, HEADROOM, len)?
-    } else {
-        push_tag(&mut chunk, HEADROOM, len, decision.vlan)?
-    };
+    // The daemon's own rewrite, so the model checks what `Forwarder::stage` really does.
+    let (off, len) = rewrite_for_egress(
+        &mut chunk,
+        HEADROOM,
+        len,
+        decision.tagged,
+        how,
+        decision.vlan,
+    )?;
     Some(chunk[off..off + len].to_vec())
 }

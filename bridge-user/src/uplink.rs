@@ -34,7 +34,10 @@ use tracing::{info, warn};
 
 use crate::{
     cni::netlink::{LinkInfoSummary, Netlink, VxlanSpec},
-    control::{server::Handle, FdbRow},
+    control::{
+        server::{chain, Handle},
+        FdbRow,
+    },
     port::check_interface_name,
     vlan::{PortMode, VlanSet},
 };
@@ -607,17 +610,6 @@ impl Handle {
         }
         rows
     }
-}
-
-/// Formats an error with its causes.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out += &format!(": {s}");
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

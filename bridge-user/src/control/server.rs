@@ -76,7 +76,7 @@ pub struct Handle {
 }
 
 /// Formats an error with its chain of causes, for API answers.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

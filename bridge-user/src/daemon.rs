@@ -107,7 +107,8 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
         forwarder.ensure_domain(&domain.name);
     }
     // One socket per port is the common case; ports with more queues just get less each.
-    let configured: usize = config.domains.iter().map(|d| d.ports.len()).sum();
+    let configured: usize =
+        config.domains.iter().map(|d| d.ports.len()).sum::<usize>() + uplinks.len();
     forwarder.expect_sockets(u32::try_from(configured).unwrap_or(u32::MAX));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -125,6 +126,10 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
         .map_err(DaemonError::Runtime)?;
     let started = Instant::now();
     let outcome = runtime.block_on(async {
+        // Handlers first: a signal during start-up is then a clean stop once ports are up,
+        // not a kill that would leave uplink devices behind.
+        let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
         for domain in &config.domains {
             for port in &domain.ports {
                 if let Err(reason) = handle
@@ -154,8 +159,6 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
             None => None,
         };
         info!(socket = %socket_path.display(), "vwire running");
-        let mut sigterm = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut sigint = signal(SignalKind::interrupt()).expect("SIGINT handler");
         let serve = tokio::spawn(server::serve(listener, handle.clone()));
         let mut done_rx = done_rx;
         let result = loop {

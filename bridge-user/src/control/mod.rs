@@ -323,51 +323,37 @@ mod tests {
         assert!(!serde_json::to_string(&row).unwrap().contains("remote"));
     }
 
+    /// The port mode a `port_add` request asks for.
+    fn port_add_mode(json: &str) -> Result<PortMode, String> {
+        let r: Request = serde_json::from_str(json).unwrap();
+        let Request::PortAdd {
+            vlan,
+            trunk,
+            native,
+            ..
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        VlanSpec {
+            vlan,
+            trunk,
+            native,
+        }
+        .to_mode()
+    }
+
     #[test]
     fn port_add_parses_vlan_modes() {
-        let r: Request = serde_json::from_str(
-            r#"{"command":"port_add","name":"p","domain":"d","trunk":[100,200],"native":1}"#,
-        )
-        .unwrap();
-        let Request::PortAdd {
-            vlan,
-            trunk,
-            native,
-            ..
-        } = r
-        else {
-            panic!("{r:?}")
-        };
+        let trunk =
+            r#"{"command":"port_add","name":"p","domain":"d","trunk":[100,200],"native":1}"#;
         assert_eq!(
-            VlanSpec {
-                vlan,
-                trunk,
-                native
-            }
-            .to_mode()
-            .unwrap()
-            .to_string(),
+            port_add_mode(trunk).unwrap().to_string(),
             "trunk [100,200] native 1"
         );
-        let r: Request =
-            serde_json::from_str(r#"{"command":"port_add","name":"p","domain":"d"}"#).unwrap();
-        let Request::PortAdd {
-            vlan,
-            trunk,
-            native,
-            ..
-        } = r
-        else {
-            panic!("{r:?}")
-        };
+        let plain = r#"{"command":"port_add","name":"p","domain":"d"}"#;
         assert_eq!(
-            VlanSpec {
-                vlan,
-                trunk,
-                native
-            }
-            .to_mode()
-            .unwrap(),
+            port_add_mode(plain).unwrap(),
             PortMode::Access(VlanId::DEFAULT)
         );
         assert!(serde_json::from_str::<Request>(

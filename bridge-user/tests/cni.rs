@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{ns_output, ns_run, output, privileged, run, wait_until};
+use common::{ns_run, output, privileged, run, wait_until};
 use serde_json::{json, Value};
 
 const CNI: &str = env!("CARGO_BIN_EXE_vwire-cni");
@@ -261,9 +261,7 @@ fn add_ns(ns: &str) {
 }
 
 fn ping(ns: &str, ip: &str) -> bool {
-    ns_output(ns, &["ping", "-c", "2", "-W", "1", "-i", "0.2", ip])
-        .status
-        .success()
+    common::ping(ns, ip, 2).status.success()
 }
 
 #[test]

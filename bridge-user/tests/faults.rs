@@ -111,23 +111,11 @@ fn client_that_stops_receiving_does_not_slow_the_others() {
     // Back up, it works again.
     ns_run(&topo.client(2).ns, &["ip", "link", "set", CLIENT_IF, "up"]);
     std::thread::sleep(Duration::from_millis(300));
-    let ping = ns_output(
-        &topo.client(0).ns,
-        &[
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            &topo.client(2).ip,
-        ],
-    );
+    let reply = ping(&topo.client(0).ns, &topo.client(2).ip, 3);
     assert!(
-        ping.status.success(),
+        reply.status.success(),
         "ping to the client after it came back: {}",
-        String::from_utf8_lossy(&ping.stdout)
+        String::from_utf8_lossy(&reply.stdout)
     );
     assert_umem_balanced(&daemon);
 }
@@ -174,20 +162,8 @@ fn sigkill_then_restart_recovers_and_sigterm_detaches() {
     for r in flows.map(Flow::finish) {
         r.assert_lossless();
     }
-    let ping = ns_output(
-        &topo.client(0).ns,
-        &[
-            "ping",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            &topo.client(1).ip,
-        ],
-    );
-    assert!(ping.status.success(), "ping after restart");
+    let reply = ping(&topo.client(0).ns, &topo.client(1).ip, 2);
+    assert!(reply.status.success(), "ping after restart");
     // SIGTERM: exit 0 and nothing left on any port.
     let status = daemon.stop();
     assert!(status.success(), "SIGTERM exit status {status}");

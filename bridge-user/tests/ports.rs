@@ -329,23 +329,11 @@ fn interface_deleted_under_a_running_daemon() {
         &m,
         &[Want::Untagged, Want::Nothing],
     );
-    let ping = ns_output(
-        &topo.client(0).ns,
-        &[
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            &topo.client(1).ip,
-        ],
-    );
+    let reply = ping(&topo.client(0).ns, &topo.client(1).ip, 3);
     assert!(
-        ping.status.success(),
+        reply.status.success(),
         "ping c1 -> c2 after the deletion:\n{}",
-        String::from_utf8_lossy(&ping.stdout)
+        String::from_utf8_lossy(&reply.stdout)
     );
 
     // The same name can be added again, and forwards.

@@ -112,6 +112,13 @@ pub fn ns_output(ns: &str, args: &[&str]) -> Output {
     output("ip", &full)
 }
 
+/// Pings `ip` from namespace `ns`: `count` echoes 0.2 s apart, 1 s to wait for each reply.
+/// The caller decides what counts as success (any reply, or no loss).
+pub fn ping(ns: &str, ip: &str, count: u32) -> Output {
+    let count = count.to_string();
+    ns_output(ns, &["ping", "-c", &count, "-i", "0.2", "-W", "1", ip])
+}
+
 /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -726,19 +733,9 @@ impl RawSocket {
     pub fn recv_frames_where(
         &self,
         timeout: Duration,
-        mut keep: impl FnMut(&[u8]) -> bool,
+        keep: impl FnMut(&[u8]) -> bool,
     ) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        let mut frames = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.recv_one(left) {
-                Some(f) if f.len() >= 14 && keep(&f) => frames.push(f),
-                Some(_) => {}
-                None if left.is_zero() => return frames,
-                None => {}
-            }
-        }
+        collect_frames(timeout, |left| self.recv_one(left), keep)
     }
 
     /// Receives until `count` frames matching `keep` arrived or `timeout` passed.
@@ -822,6 +819,26 @@ pub fn setsockopt_int(fd: &OwnedFd, level: libc::c_int, opt: libc::c_int, val: l
         "setsockopt({level}, {opt}): {}",
         io::Error::last_os_error()
     );
+}
+
+/// Collects, until `timeout` has passed, the whole Ethernet frames `recv_one` returns for
+/// which `keep` holds. `recv_one(left)` waits at most `left` and returns `None` on timeout.
+pub fn collect_frames(
+    timeout: Duration,
+    mut recv_one: impl FnMut(Duration) -> Option<Vec<u8>>,
+    mut keep: impl FnMut(&[u8]) -> bool,
+) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + timeout;
+    let mut frames = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match recv_one(left) {
+            Some(f) if f.len() >= 14 && keep(&f) => frames.push(f),
+            Some(_) => {}
+            None if left.is_zero() => return frames,
+            None => {}
+        }
+    }
 }
 
 /// Sends one frame on a raw socket. A full queue (`ENOBUFS`/`EAGAIN`) is retried for up to

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    eth_frame, in_netns, ns_run, open_packet_socket, run, send_frame, setsockopt_int, Daemon,
-    Topology, CLIENT_IF,
+    collect_frames, eth_frame, in_netns, ns_run, open_packet_socket, run, send_frame,
+    setsockopt_int, Daemon, Topology, CLIENT_IF,
 };
 
 /// How long to listen when asserting that something does *not* arrive.
@@ -151,22 +151,8 @@ impl VlanSocket {
     }
 
     /// Every frame received until `timeout` passed, for which `keep` holds.
-    pub fn recv_where(
-        &self,
-        timeout: Duration,
-        mut keep: impl FnMut(&[u8]) -> bool,
-    ) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        let mut frames = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.recv_one(left) {
-                Some(f) if f.len() >= 14 && keep(&f) => frames.push(f),
-                Some(_) => {}
-                None if left.is_zero() => return frames,
-                None => {}
-            }
-        }
+    pub fn recv_where(&self, timeout: Duration, keep: impl FnMut(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        collect_frames(timeout, |left| self.recv_one(left), keep)
     }
 
     /// Frames carrying `marker`: waits up to [`ARRIVE`] for the first, then listens

@@ -4,7 +4,8 @@
 //! fdb_max_age_secs = 300        # optional, default 300
 //! fdb_max_entries = 65536       # optional
 //! max_macs_per_port = 4096      # optional: learned MACs one port may hold
-//! umem_frames = 32768           # optional: frames of 2048 bytes shared by all ports
+//! umem_frames = 32768           # optional: frames shared by all ports
+//! frame_size = 2048             # optional: bytes per frame, 2048 (MTU <= 1774) or 4096
 //! ring_size = 4096              # optional: entries per AF_XDP ring
 //! spin_us = 20                  # optional: keep polling this long after traffic
 //! metrics_listen = "127.0.0.1:9469"  # optional: Prometheus /metrics and /healthz
@@ -51,6 +52,7 @@ struct ConfigFile {
     fdb_max_entries: Option<usize>,
     max_macs_per_port: Option<u32>,
     umem_frames: Option<u32>,
+    frame_size: Option<u32>,
     ring_size: Option<u32>,
     spin_us: Option<u64>,
     metrics_listen: Option<String>,
@@ -92,6 +94,8 @@ pub struct BridgeConfig {
     pub fdb_max_entries: usize,
     pub max_macs_per_port: u32,
     pub umem_frames: u32,
+    /// Bytes per UMEM frame: bounds the MTU a port may have (see `port::max_mtu`).
+    pub frame_size: u32,
     pub ring_size: u32,
     pub spin: Duration,
     /// Where to serve `/metrics` and `/healthz`; off when unset.
@@ -122,6 +126,8 @@ impl BridgeConfig {
     /// Deep rings ride out the forwarder's scheduling gaps on a busy host: the 64-byte
     /// no-drop rate went from ~255 to ~677 kpps going from 1024 to 4096 (bench/README.md).
     pub const DEFAULT_RING_SIZE: u32 = 4096;
+    /// Enough for MTU 1500 with room to spare; 4096 doubles the memory for MTUs up to 3822.
+    pub const DEFAULT_FRAME_SIZE: u32 = 2048;
     pub const DEFAULT_SPIN_US: u64 = 20;
 
     /// Reads and validates a config file.
@@ -185,6 +191,14 @@ impl BridgeConfig {
         if !(1024..=1_048_576).contains(&frames) {
             return invalid(format!(
                 "umem_frames = {frames}: must be between 1024 and 1048576"
+            ));
+        }
+        let frame_size = file.frame_size.unwrap_or(Self::DEFAULT_FRAME_SIZE);
+        if !matches!(frame_size, 2048 | 4096) {
+            return invalid(format!(
+                "frame_size = {frame_size}: must be 2048 (MTU up to {}) or 4096 (MTU up to {})",
+                crate::port::max_mtu(2048),
+                crate::port::max_mtu(4096)
             ));
         }
         let spin = file.spin_us.unwrap_or(Self::DEFAULT_SPIN_US);
@@ -286,6 +300,7 @@ impl BridgeConfig {
             fdb_max_entries: entries,
             max_macs_per_port: per_port,
             umem_frames: frames,
+            frame_size,
             ring_size: ring,
             spin: Duration::from_micros(spin),
             metrics_listen,
@@ -310,6 +325,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.fdb_max_age, Duration::from_secs(300));
         assert_eq!(c.umem_frames, BridgeConfig::DEFAULT_UMEM_FRAMES);
+        assert_eq!(c.frame_size, 2048);
         assert_eq!(
             c.domains,
             vec![DomainConfig {
@@ -328,7 +344,7 @@ mod tests {
     #[test]
     fn every_knob_is_read() {
         let c = BridgeConfig::from_toml(
-            "fdb_max_age_secs = 10\nfdb_max_entries = 5\numem_frames = 2048\nring_size = 256\nspin_us = 0\n\
+            "fdb_max_age_secs = 10\nfdb_max_entries = 5\numem_frames = 2048\nframe_size = 4096\nring_size = 256\nspin_us = 0\n\
              [[bridge_domain]]\nname = \"x\"\nports = [\"a\"]\n[[bridge_domain]]\nname = \"y\"\nports = [\"b\"]\n",
         )
         .unwrap();
@@ -337,11 +353,20 @@ mod tests {
                 c.fdb_max_age,
                 c.fdb_max_entries,
                 c.umem_frames,
+                c.frame_size,
                 c.ring_size,
                 c.spin,
                 c.domains.len()
             ),
-            (Duration::from_secs(10), 5, 2048, 256, Duration::ZERO, 2)
+            (
+                Duration::from_secs(10),
+                5,
+                2048,
+                4096,
+                256,
+                Duration::ZERO,
+                2
+            )
         );
     }
 
@@ -411,6 +436,8 @@ mod tests {
             .contains("fdb_max_age_secs = 0"));
         assert!(err("ring_size = 1000\n[[bridge_domain]]\nname=\"a\"").contains("power of two"));
         assert!(err("umem_frames = 10\n[[bridge_domain]]\nname=\"a\"").contains("umem_frames = 10"));
+        assert!(err("frame_size = 3000\n[[bridge_domain]]\nname=\"a\"")
+            .contains("frame_size = 3000: must be 2048 (MTU up to 1774) or 4096 (MTU up to 3822)"));
         assert!(
             err("[[bridge_domain]]\nname=\"a\"\n[[bridge_domain]]\nname=\"a\"")
                 .contains("defined twice")

@@ -24,9 +24,6 @@ use crate::{
     xsk::{self, sys::EventFd, SocketConfig, Umem, XskError},
 };
 
-/// Size of each UMEM frame; MTU 1500 frames fit with the kernel's 256 bytes of headroom.
-pub const FRAME_SIZE: u32 = 2048;
-
 /// Why the daemon could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -78,7 +75,7 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
     }
     let listener = server::bind(socket_path)?;
     let loader = Loader::load()?;
-    let umem = Umem::new(config.umem_frames, FRAME_SIZE)?;
+    let umem = Umem::new(config.umem_frames, config.frame_size)?;
 
     let (commands_tx, commands_rx) = crossbeam_channel::bounded(64);
     let (gone_tx, mut gone_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -33,7 +33,7 @@ use crate::{
     fdb::{Fdb, FdbKey, Learned, Lookup},
     frames::Frames,
     metrics::{DropReason, FdbCounters},
-    port::{DomainId, Port, PortId},
+    port::{self, DomainId, Port, PortId},
     vlan::{self, Egress, PortMode},
     xsk::{self, sys::EventFd, Desc, Socket, SocketConfig, Umem},
 };
@@ -186,6 +186,16 @@ pub enum PortError {
     UnknownDomain(String),
     #[error("all {0} port slots are in use")]
     NoSlot(u32),
+    #[error(
+        "port {name} has MTU {mtu}, but frame_size = {frame_size} carries MTU {max_mtu} at most; {hint}"
+    )]
+    MtuTooLarge {
+        name: String,
+        mtu: u32,
+        frame_size: u32,
+        max_mtu: u32,
+        hint: &'static str,
+    },
     #[error(transparent)]
     Bind(#[from] xsk::XskError),
 }
@@ -283,6 +293,20 @@ impl Forwarder {
         if self.ports.iter().flatten().any(|p| p.name == spec.name) {
             return Err(PortError::Exists(spec.name));
         }
+        let frame_size = self.umem.frame_size();
+        if spec.mtu > port::max_mtu(frame_size) {
+            return Err(PortError::MtuTooLarge {
+                name: spec.name,
+                mtu: spec.mtu,
+                frame_size,
+                max_mtu: port::max_mtu(frame_size),
+                hint: if frame_size < 4096 {
+                    "set frame_size = 4096 in the config or lower the MTU"
+                } else {
+                    "lower the MTU"
+                },
+            });
+        }
         let max = bridge_common::maps::MAX_PORTS;
         let slot = match self.ports.iter().position(Option::is_none) {
             Some(s) => s,
@@ -322,6 +346,7 @@ impl Forwarder {
             ifindex: spec.ifindex,
             domain,
             mode: spec.mode,
+            max_frame: port::max_frame_len(spec.mtu),
             sockets,
             tx_stage: Vec::new(),
             counters: Default::default(),
@@ -443,9 +468,23 @@ impl Forwarder {
         work
     }
 
-    /// Ages out FDB entries and removes ports whose interface has vanished.
+    /// Ages out FDB entries, follows MTU changes and removes ports whose interface has vanished.
     fn housekeeping(&mut self, now: Instant) {
         self.fdb_counters.aged_out += self.fdb.expire(now) as u64;
+        let max_mtu = port::max_mtu(self.umem.frame_size());
+        for p in self.ports.iter_mut().flatten() {
+            let Ok(mtu) = port::mtu(&p.name) else {
+                continue;
+            };
+            if port::max_frame_len(mtu) != p.max_frame {
+                p.max_frame = port::max_frame_len(mtu);
+                if mtu > max_mtu {
+                    warn!(port = %p.name, mtu, max_mtu, "MTU raised above what a UMEM frame holds; longer frames from this port are dropped by AF_XDP (kernel.rx_dropped)");
+                } else {
+                    info!(port = %p.name, mtu, "MTU changed");
+                }
+            }
+        }
         let gone: Vec<String> = self
             .ports
             .iter()
@@ -633,6 +672,10 @@ impl Forwarder {
                 .get_mut(egress.0 as usize)
                 .and_then(Option::as_mut),
         ) {
+            (Some(desc), Some(port)) if desc.len > port.max_frame => {
+                port.counters.drops.count(DropReason::MtuExceeded);
+                self.frames.release(chunk);
+            }
             (Some(desc), Some(port)) => port.tx_stage.push(desc),
             // No headroom to push a tag: only possible for frames the kernel placed oddly.
             (None, Some(port)) => {

@@ -40,6 +40,10 @@ pub enum LoaderError {
         #[source]
         source: ProgramError,
     },
+    #[error(
+        "XDP refuses {port}: the MTU at the other end of this veth is larger than XDP allows on a veth ({VETH_XDP_MAX_MTU} with 4 KiB pages); lower the client's MTU"
+    )]
+    PeerMtuTooLarge { port: String },
     #[error("port {port} has {queues} rx queues; at most {max} are supported")]
     TooManyQueues { port: String, queues: u32, max: u32 },
 }
@@ -134,6 +138,11 @@ impl Loader {
                         source,
                     })?
             }
+            Err(e) if errno(&e) == Some(libc::ERANGE) => {
+                return Err(LoaderError::PeerMtuTooLarge {
+                    port: port.to_owned(),
+                })
+            }
             Err(source) => {
                 return Err(LoaderError::Attach {
                     port: port.to_owned(),
@@ -224,10 +233,17 @@ impl Loader {
 /// from bpf_link_create, or `EOPNOTSUPP`/`EINVAL` from the netlink attach aya falls back to
 /// on kernels without XDP links.
 fn driver_mode_unsupported(e: &ProgramError) -> bool {
-    let errno = match e {
+    matches!(errno(e), Some(libc::EOPNOTSUPP | libc::EINVAL))
+}
+
+fn errno(e: &ProgramError) -> Option<i32> {
+    match e {
         ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
         ProgramError::XdpError(aya::programs::xdp::XdpError::NetlinkError(n)) => n.raw_os_error(),
         _ => None,
-    };
-    matches!(errno, Some(libc::EOPNOTSUPP | libc::EINVAL))
+    }
 }
+
+/// The largest MTU the peer of a veth may have for XDP (without frags) to attach: a page
+/// less XDP headroom, `skb_shared_info` and the Ethernet header (`veth_xdp_set`).
+pub const VETH_XDP_MAX_MTU: u32 = 4096 - 256 - 320 - 14;

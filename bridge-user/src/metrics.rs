@@ -35,6 +35,8 @@ pub enum DropReason {
     TruncatedVlanTag,
     /// The egress port is not a member of the frame's VLAN (e.g. a static FDB entry).
     VlanNotMember,
+    /// Longer than the egress port's MTU allows: the kernel would drop it uncounted.
+    MtuExceeded,
 }
 
 /// Drops by reason, for one port. Ingress reasons count on the port the frame came in on,
@@ -52,6 +54,7 @@ pub struct DropCounters {
     pub untagged_no_native: u64,
     pub truncated_vlan_tag: u64,
     pub vlan_not_member: u64,
+    pub mtu_exceeded: u64,
 }
 
 impl DropCounters {
@@ -68,6 +71,7 @@ impl DropCounters {
             DropReason::UntaggedNoNative => &mut self.untagged_no_native,
             DropReason::TruncatedVlanTag => &mut self.truncated_vlan_tag,
             DropReason::VlanNotMember => &mut self.vlan_not_member,
+            DropReason::MtuExceeded => &mut self.mtu_exceeded,
         };
         *counter += 1;
     }
@@ -86,6 +90,7 @@ impl DropCounters {
             untagged_no_native,
             truncated_vlan_tag,
             vlan_not_member,
+            mtu_exceeded,
         } = *self;
         // Destructured so that a new reason cannot be left out of the sum.
         runt + invalid_src_mac
@@ -98,6 +103,7 @@ impl DropCounters {
             + untagged_no_native
             + truncated_vlan_tag
             + vlan_not_member
+            + mtu_exceeded
     }
 }
 
@@ -203,6 +209,7 @@ pub fn render_prometheus(status: &Status) -> String {
             ("untagged_no_native", d.untagged_no_native),
             ("truncated_vlan_tag", d.truncated_vlan_tag),
             ("vlan_not_member", d.vlan_not_member),
+            ("mtu_exceeded", d.mtu_exceeded),
         ] {
             drops.push((format!("{{{},reason=\"{reason}\"}}", port(r)), n));
         }
@@ -368,6 +375,7 @@ mod tests {
             DropReason::UntaggedNoNative,
             DropReason::TruncatedVlanTag,
             DropReason::VlanNotMember,
+            DropReason::MtuExceeded,
         ];
         let mut drops = DropCounters::default();
         for (i, reason) in reasons.iter().enumerate() {
@@ -388,9 +396,10 @@ mod tests {
                 drops.untagged_no_native,
                 drops.truncated_vlan_tag,
                 drops.vlan_not_member,
+                drops.mtu_exceeded,
             ],
-            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
         );
-        assert_eq!(drops.total(), 66);
+        assert_eq!(drops.total(), 78);
     }
 }

@@ -60,6 +60,7 @@ pub struct PortSpec {
     pub name: String,
     pub ifindex: u32,
     pub queues: u32,
+    pub mtu: u32,
     pub domain: String,
     pub mode: PortMode,
 }

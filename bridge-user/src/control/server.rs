@@ -142,10 +142,13 @@ impl Handle {
                 "{name} has {queues} rx queues; at most {max} are supported"
             ));
         }
+        let mtu =
+            crate::port::mtu(name).map_err(|e| format!("cannot read the MTU of {name}: {e}"))?;
         let spec = PortSpec {
             name: name.to_owned(),
             ifindex,
             queues,
+            mtu,
             domain: domain.to_owned(),
             mode,
         };

@@ -33,6 +33,9 @@ pub struct Port {
     pub ifindex: u32,
     pub domain: DomainId,
     pub mode: PortMode,
+    /// `max_frame_len` of the interface's MTU, refreshed every housekeeping pass: longer
+    /// frames would be dropped by the kernel where vwire cannot count them.
+    pub max_frame: u32,
     /// One per rx queue, in queue order. Transmission uses the first.
     pub sockets: Vec<xsk::Socket>,
     /// Descriptors bound for this port, gathered during a turn and written to its tx ring
@@ -54,6 +57,37 @@ pub fn rx_queue_count(name: &str) -> std::io::Result<u32> {
     Ok(u32::try_from(n).unwrap_or(u32::MAX).max(1))
 }
 
+/// Where the kernel writes a received frame in an AF_XDP copy-mode frame (XDP_PACKET_HEADROOM):
+/// a UMEM frame holds at most `frame_size - RX_HEADROOM` bytes of packet.
+pub const RX_HEADROOM: u32 = 256;
+
+/// What rides on top of the MTU: the Ethernet header and one 802.1Q tag, which the kernel
+/// lets through a veth on top of the MTU (`is_skb_forwardable`).
+pub const L2_OVERHEAD: u32 = 14 + 4;
+
+/// The largest frame a port with this MTU accepts or sends.
+#[must_use]
+pub fn max_frame_len(mtu: u32) -> u32 {
+    mtu.saturating_add(L2_OVERHEAD)
+}
+
+/// The largest MTU whose frames fit in UMEM frames of `frame_size` bytes.
+#[must_use]
+pub fn max_mtu(frame_size: u32) -> u32 {
+    frame_size.saturating_sub(RX_HEADROOM + L2_OVERHEAD)
+}
+
+/// An interface's MTU, from this namespace's sysfs.
+///
+/// # Errors
+/// No such interface, or an unreadable value.
+pub fn mtu(name: &str) -> std::io::Result<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))?
+        .trim()
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Checks an interface name the way the kernel would (IFNAMSIZ, no '/' or whitespace).
 ///
 /// # Errors
@@ -70,4 +104,19 @@ pub fn check_interface_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtu_and_frame_size_agree() {
+        // MTU 1500 with one tag fits a 2048-byte frame after the kernel's headroom.
+        assert_eq!(max_frame_len(1500), 1518);
+        assert_eq!(max_mtu(2048), 1774);
+        assert_eq!(max_mtu(4096), 3822);
+        assert!(max_frame_len(max_mtu(2048)) + RX_HEADROOM <= 2048);
+        assert_eq!(max_frame_len(u32::MAX), u32::MAX);
+    }
 }

@@ -180,6 +180,27 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// Sets the MTU of both ends of every client wire (before a device is started on them).
+    ///
+    /// # Errors
+    /// `ip link set` fails.
+    pub fn set_mtu(&self, mtu: u32) -> anyhow::Result<()> {
+        let mtu = mtu.to_string();
+        for c in &self.clients {
+            run(
+                &self.log,
+                &sv(&["ip", "-n", &self.node, "link", "set", &c.port, "mtu", &mtu]),
+            )?;
+            run(
+                &self.log,
+                &sv(&["ip", "-n", &c.ns, "link", "set", &c.dev, "mtu", &mtu]),
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         for ns in self.namespaces.iter().rev() {
@@ -327,7 +348,7 @@ impl Dut {
         topo: &Topology,
         workdir: &Path,
         log: &CmdLog,
-        spin_us: Option<u64>,
+        vwire_globals: &str,
     ) -> anyhow::Result<Self> {
         fs::create_dir_all(workdir)?;
         let node = &topo.node;
@@ -357,13 +378,10 @@ impl Dut {
                     .iter()
                     .map(|c| format!("{:?}", c.port))
                     .collect();
-                let mut cfg = format!(
-                    "[[bridge_domain]]\nname = \"vwire\"\nports = [{}]\n",
+                let cfg = format!(
+                    "{vwire_globals}\n[[bridge_domain]]\nname = \"vwire\"\nports = [{}]\n",
                     ports.join(", ")
                 );
-                if let Some(s) = spin_us {
-                    cfg = format!("spin_us = {s}\n{cfg}");
-                }
                 let cfg_path = workdir.join("vwire.toml");
                 fs::write(&cfg_path, &cfg)?;
                 let sock = workdir.join("vwire.sock");

@@ -12,6 +12,11 @@ pub const XSKS: &str = "XSKS";
 /// Name of the `PerCpuArray<XdpPortStats>` indexed by slot.
 pub const XDP_STATS: &str = "XDP_STATS";
 
+/// Name of the one-entry, mmapable `Array<u32>` holding the CPU that last handed a frame to
+/// a socket: the forwarder sleeps on that CPU, so the next frame wakes it there without an
+/// inter-processor interrupt (see `forward::Forwarder::sleep`).
+pub const WAKE_CPU: &str = "WAKE_CPU";
+
 /// Most ports one daemon serves.
 pub const MAX_PORTS: u32 = 256;
 /// Most rx queues per port that get a socket; a veth created with more is refused.

@@ -10,9 +10,10 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, BPF_F_MMAPABLE},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
     macros::{map, xdp},
-    maps::{HashMap, PerCpuArray, XskMap},
+    maps::{Array, HashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use bridge_common::maps::{xsk_index, XdpPortStats, MAX_PORTS, MAX_QUEUES_PER_PORT, XSKS_ENTRIES};
@@ -25,6 +26,9 @@ static XSKS: XskMap = XskMap::with_max_entries(XSKS_ENTRIES, 0);
 
 #[map(name = "XDP_STATS")]
 static XDP_STATS: PerCpuArray<XdpPortStats> = PerCpuArray::with_max_entries(MAX_PORTS, 0);
+
+#[map(name = "WAKE_CPU")]
+static WAKE_CPU: Array<u32> = Array::with_max_entries(2, BPF_F_MMAPABLE);
 
 #[xdp]
 pub fn vwire_steer(ctx: XdpContext) -> u32 {
@@ -50,12 +54,40 @@ fn try_vwire_steer(ctx: &XdpContext) -> Result<u32, ()> {
         Ok(action) => {
             // SAFETY: as above.
             unsafe { (*stats).redirected += 1 };
+            note_wake_cpu();
             Ok(action)
         }
         Err(_) => {
             // SAFETY: as above.
             unsafe { (*stats).aborted += 1 };
             Ok(xdp_action::XDP_ABORTED)
+        }
+    }
+}
+
+/// Records this CPU as the one that will wake the forwarder. Written only when it changes,
+/// so under load the cache line is not bounced between CPUs.
+#[inline(always)]
+fn note_wake_cpu() {
+    // Frames the forwarder's own transmit produced (a reply generated inside its `sendto`)
+    // run here on the forwarder's CPU: they say nothing about who will wake it next.
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the low half is the thread id"
+    )]
+    let task = bpf_get_current_pid_tgid() as u32;
+    if WAKE_CPU.get(1).is_some_and(|&forwarder| forwarder == task) {
+        return;
+    }
+    // SAFETY: a helper without arguments or side effects.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if let Some(slot) = WAKE_CPU.get_ptr_mut(0) {
+        // SAFETY: the map's only entry, a plain u32; a racing writer on another CPU stores a
+        // CPU number just as valid.
+        unsafe {
+            if *slot != cpu {
+                *slot = cpu;
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 //! frame_size = 2048             # optional: bytes per frame, 2048 (MTU <= 1774) or 4096
 //! ring_size = 4096              # optional: entries per AF_XDP ring
 //! spin_us = 20                  # optional: keep polling this long after traffic
+//! follow_wakeups = true         # optional: sleep on the CPU that will wake us (see `affinity`)
 //! metrics_listen = "127.0.0.1:9469"  # optional: Prometheus /metrics and /healthz
 //!
 //! [[bridge_domain]]
@@ -55,6 +56,7 @@ struct ConfigFile {
     frame_size: Option<u32>,
     ring_size: Option<u32>,
     spin_us: Option<u64>,
+    follow_wakeups: Option<bool>,
     metrics_listen: Option<String>,
     #[serde(default)]
     bridge_domain: Vec<DomainFile>,
@@ -98,6 +100,8 @@ pub struct BridgeConfig {
     pub frame_size: u32,
     pub ring_size: u32,
     pub spin: Duration,
+    /// Sleep on the CPU whose XDP program will wake the forwarder, when traffic is sparse.
+    pub follow_wakeups: bool,
     /// Where to serve `/metrics` and `/healthz`; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub domains: Vec<DomainConfig>,
@@ -303,6 +307,7 @@ impl BridgeConfig {
             frame_size,
             ring_size: ring,
             spin: Duration::from_micros(spin),
+            follow_wakeups: file.follow_wakeups.unwrap_or(true),
             metrics_listen,
             domains,
         })
@@ -326,6 +331,7 @@ mod tests {
         assert_eq!(c.fdb_max_age, Duration::from_secs(300));
         assert_eq!(c.umem_frames, BridgeConfig::DEFAULT_UMEM_FRAMES);
         assert_eq!(c.frame_size, 2048);
+        assert!(c.follow_wakeups);
         assert_eq!(
             c.domains,
             vec![DomainConfig {
@@ -344,7 +350,7 @@ mod tests {
     #[test]
     fn every_knob_is_read() {
         let c = BridgeConfig::from_toml(
-            "fdb_max_age_secs = 10\nfdb_max_entries = 5\numem_frames = 2048\nframe_size = 4096\nring_size = 256\nspin_us = 0\n\
+            "fdb_max_age_secs = 10\nfdb_max_entries = 5\numem_frames = 2048\nframe_size = 4096\nring_size = 256\nspin_us = 0\nfollow_wakeups = false\n\
              [[bridge_domain]]\nname = \"x\"\nports = [\"a\"]\n[[bridge_domain]]\nname = \"y\"\nports = [\"b\"]\n",
         )
         .unwrap();

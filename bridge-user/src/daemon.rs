@@ -103,6 +103,15 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
     for domain in &config.domains {
         forwarder.ensure_domain(&domain.name);
     }
+    if config.follow_wakeups {
+        let followed = loader
+            .wake_cpu()
+            .map_err(|e| e.to_string())
+            .and_then(|wake| forwarder.follow_wakeups(wake).map_err(|e| e.to_string()));
+        if let Err(e) = followed {
+            info!(error = %e, "cannot follow wakeups; the forwarder sleeps on any CPU");
+        }
+    }
     // One socket per port is the common case; ports with more queues just get less each.
     let configured: usize =
         config.domains.iter().map(|d| d.ports.len()).sum::<usize>() + uplinks.len();

@@ -26,6 +26,7 @@ use crossbeam_channel::Receiver;
 use tracing::{debug, info, warn};
 
 use crate::{
+    affinity::{Follower, WakeCpu},
     control::{
         Command, DomainPortRow, DomainRow, EntrySelector, FdbRow, InterfaceRow, PortAdded,
         PortGone, PortRemoved, PortSpec, StaticEntry, Status, UmemRow,
@@ -225,6 +226,8 @@ pub struct Forwarder {
     batch: Vec<Desc>,
     flood_targets: Vec<(PortId, Egress)>,
     pollfds: Vec<libc::pollfd>,
+    /// Sleeps on the CPU that will wake us, when traffic is sparse (`affinity`).
+    follow_wakeups: Option<Follower>,
 }
 
 impl Forwarder {
@@ -256,6 +259,7 @@ impl Forwarder {
             batch: Vec::with_capacity(RX_BATCH as usize),
             flood_targets: Vec::new(),
             pollfds: Vec::new(),
+            follow_wakeups: None,
         };
         fwd.ports_changed();
         fwd
@@ -266,6 +270,15 @@ impl Forwarder {
     pub fn expect_sockets(&mut self, sockets: u32) {
         self.expected_sockets = sockets;
         self.ports_changed();
+    }
+
+    /// Sleeps on the CPU `wake` names from now on (see `affinity`).
+    ///
+    /// # Errors
+    /// The thread's affinity cannot be read.
+    pub fn follow_wakeups(&mut self, wake: WakeCpu) -> nix::Result<()> {
+        self.follow_wakeups = Some(Follower::new(wake)?);
+        Ok(())
     }
 
     /// Creates a bridge domain if it does not exist yet.
@@ -426,6 +439,9 @@ impl Forwarder {
 
     /// Runs until a `Shutdown` command arrives.
     pub fn run(mut self) {
+        if let Some(follower) = &self.follow_wakeups {
+            follower.started();
+        }
         info!(
             ports = self.ports.iter().flatten().count(),
             "forwarder running"
@@ -540,6 +556,9 @@ impl Forwarder {
         self.batch.extend((0..n).map(|i| socket.rx.get(i)));
         socket.rx.release(n);
         socket.fill_outstanding -= n;
+        if let Some(follower) = &mut self.follow_wakeups {
+            follower.received(n);
+        }
         let ingress = PortId::from_index(pi);
         for i in 0..self.batch.len() {
             let desc = self.batch[i];
@@ -796,11 +815,18 @@ impl Forwarder {
         } else {
             HOUSEKEEPING_INTERVAL.saturating_sub(now.duration_since(self.last_housekeeping))
         };
+        if let Some(follower) = &mut self.follow_wakeups {
+            follower.before_sleep();
+        }
         for fd in &mut self.pollfds {
             fd.revents = 0;
         }
+        let asleep = Instant::now();
         if let Err(e) = xsk::sys::poll(&mut self.pollfds, timeout) {
             warn!(error = %e, "poll failed");
+        }
+        if let Some(follower) = &mut self.follow_wakeups {
+            follower.after_sleep(asleep.elapsed());
         }
         if self.pollfds[0].revents != 0 {
             self.wakeup.drain();

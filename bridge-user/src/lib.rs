@@ -2,6 +2,8 @@
 //! them between ports.
 #![deny(unsafe_code)]
 
+/// Sleeping on the CPU that will wake the forwarder.
+pub mod affinity;
 /// The `vwire` command line and the client side of the control socket.
 pub mod cli;
 /// `vwire-cni`: the CNI plugin that gives pods an interface on a wire.

@@ -154,6 +154,30 @@ impl Loader {
         Ok(())
     }
 
+    /// The XDP program's record of the CPU it last redirected on, mapped into our memory.
+    ///
+    /// # Errors
+    /// The map is missing or cannot be mapped.
+    pub fn wake_cpu(&self) -> Result<crate::affinity::WakeCpu, LoaderError> {
+        use std::os::fd::AsFd;
+        let name = bridge_common::maps::WAKE_CPU;
+        let Some(aya::maps::Map::Array(data)) = self.ebpf.map(name) else {
+            return Err(LoaderError::Map {
+                name,
+                source: aya::maps::MapError::InvalidName { name: name.into() },
+            });
+        };
+        let map =
+            crate::xsk::Mmap::shared(data.fd().as_fd(), 4096, 0).map_err(|e| LoaderError::Map {
+                name,
+                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "mmap",
+                    io_error: e,
+                }),
+            })?;
+        Ok(crate::affinity::WakeCpu::new(map))
+    }
+
     /// Undoes `attach` and `register_port`: detaches XDP (if the interface still exists)
     /// and clears the port's slot entry, so a reused ifindex starts clean.
     pub fn forget_port(&mut self, port: &str, slot: u32, ifindex: u32) {

@@ -33,8 +33,9 @@ impl Mmap {
         Self::from_raw(ptr, len)
     }
 
-    /// Maps a kernel ring of an AF_XDP socket at page offset `offset`.
-    pub fn ring(fd: BorrowedFd<'_>, len: usize, offset: u64) -> io::Result<Self> {
+    /// Maps kernel memory behind `fd` at page offset `offset`, shared: a ring of an AF_XDP
+    /// socket, or the values of an mmapable BPF array.
+    pub fn shared(fd: BorrowedFd<'_>, len: usize, offset: u64) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
         let offset = libc::off_t::try_from(offset)
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -50,6 +51,30 @@ impl Mmap {
             )
         };
         Self::from_raw(ptr, len)
+    }
+
+    /// The `index`th u32 of the mapping as an atomic: a value a BPF program stores to while
+    /// we read it, or reads while we store it.
+    ///
+    /// # Panics
+    /// The mapping is too short.
+    #[must_use]
+    pub fn u32_at(&self, index: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(
+            (index + 1) * 4 <= self.len,
+            "u32 {index} of {} bytes",
+            self.len
+        );
+        // SAFETY: mappings are page-aligned and hold this u32 (checked), so the pointer is
+        // valid and aligned for as long as `self` lives; AtomicU32 has u32's layout and every
+        // bit pattern is a valid value.
+        unsafe {
+            &*self
+                .ptr
+                .as_ptr()
+                .cast::<std::sync::atomic::AtomicU32>()
+                .add(index)
+        }
     }
 
     fn from_raw(ptr: *mut libc::c_void, len: usize) -> io::Result<Self> {
@@ -68,6 +93,11 @@ impl Mmap {
     #[must_use]
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

@@ -25,6 +25,7 @@ mod socket;
 pub mod sys;
 mod umem;
 
+pub use mmap::Mmap;
 pub use ring::Desc;
 pub use socket::{Socket, SocketConfig, SocketStats};
 pub use umem::{FrameAddr, Umem};

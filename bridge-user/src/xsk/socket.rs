@@ -120,7 +120,7 @@ impl Socket {
          -> Result<(Arc<Mmap>, Layout), XskError> {
             let len =
                 usize::try_from(off.desc).expect("ring offsets are small") + size as usize * entry;
-            let m = Mmap::ring(fd.as_fd(), len, pgoff).map_err(err("mmap(ring)"))?;
+            let m = Mmap::shared(fd.as_fd(), len, pgoff).map_err(err("mmap(ring)"))?;
             Ok((Arc::new(m), Layout::from(off)))
         };
         let (rx_map, rx_layout) = map(

@@ -70,8 +70,10 @@ pub fn render(r: &Results, chart: Option<&str>) -> String {
             let _ = write!(s, " {} |", fmt_val(*v));
         }
         for o in &others {
+            // A ratio of loss percentages says nothing (0.02 % against 29 % is "1600x").
+            let comparable = sc.unit != "%";
             let ratio = match (r.median("vwire", sc.key), r.median(o, sc.key)) {
-                (Some(v), Some(l)) if l.abs() > 1e-9 => format!("{:.2}x", v / l),
+                (Some(v), Some(l)) if comparable && l.abs() > 1e-9 => format!("{:.2}x", v / l),
                 _ => "n/a".to_owned(),
             };
             let _ = write!(s, " {ratio} |");

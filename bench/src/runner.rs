@@ -48,6 +48,9 @@ pub struct RunArgs {
     /// Passed to vwire's config as `spin_us`.
     #[arg(long)]
     pub spin_us: Option<u64>,
+    /// Extra top-level lines for vwire's config, e.g. `--vwire-set ring_size=8192` (repeatable).
+    #[arg(long = "vwire-set", value_name = "KEY=VALUE")]
+    pub vwire_set: Vec<String>,
     /// Also measure Open vSwitch's userspace datapath with AF_XDP ports (needs
     /// `ovs-vswitchd`: `apt-get install openvswitch-switch`). Implied by `--dut ovs-afxdp`.
     #[arg(long)]
@@ -654,12 +657,11 @@ fn bench_dut(
     kind: &DutKind,
     prefix: &str,
     workdir: &std::path::Path,
-    spin_us: Option<u64>,
+    globals: &str,
     res: &mut Results,
 ) -> anyhow::Result<()> {
     let name = kind.name();
     eprintln!("== {name}");
-    let globals = spin_us.map_or_else(String::new, |s| format!("spin_us = {s}\n"));
     let topo = Topology::create(prefix, 5, ctx.log)?;
     let dut = Dut::start(kind, &topo, workdir, ctx.log, &globals)?;
     prelearn(ctx, &topo, name)?;
@@ -937,6 +939,10 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
     if let Some(only) = &a.dut {
         kinds.retain(|k| only.iter().any(|o| o == k.name()));
     }
+    let mut globals: String = a.vwire_set.iter().map(|kv| format!("{kv}\n")).collect();
+    if let Some(s) = a.spin_us {
+        globals += &format!("spin_us = {s}\n");
+    }
     let base = std::env::temp_dir().join(format!("vwire-bench-{}", std::process::id()));
     for (i, kind) in kinds.iter().enumerate() {
         let prefix = format!("vwb{}-{i}", std::process::id());
@@ -946,7 +952,7 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
             kind,
             &prefix,
             &base.join(kind.name()),
-            a.spin_us,
+            &globals,
             &mut res,
         ) {
             let n = format!("{}: aborted: {e:#}", kind.name());

@@ -289,8 +289,16 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
 #[must_use]
 pub fn interfaces_table(status: &Value) -> String {
     let mut out = format!(
-        "{:<15} {:<12} {:>6} {:>12} {:>14} {:>12} {:>14} {:>10}\n",
-        "interface", "domain", "queues", "rx-frames", "rx-bytes", "tx-frames", "tx-bytes", "drops"
+        "{:<15} {:<12} {:>6} {:>6} {:>12} {:>14} {:>12} {:>14} {:>10}\n",
+        "interface",
+        "domain",
+        "queues",
+        "mtu",
+        "rx-frames",
+        "rx-bytes",
+        "tx-frames",
+        "tx-bytes",
+        "drops"
     );
     let empty = Vec::new();
     let rows = status
@@ -304,10 +312,11 @@ pub fn interfaces_table(status: &Value) -> String {
             .as_object()
             .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
         out += &format!(
-            "{:<15} {:<12} {:>6} {:>12} {:>14} {:>12} {:>14} {:>10}\n",
+            "{:<15} {:<12} {:>6} {:>6} {:>12} {:>14} {:>12} {:>14} {:>10}\n",
             s(r, "name"),
             s(r, "domain"),
             u(r, "queues"),
+            u(r, "mtu"),
             u(r, "rx_frames"),
             u(r, "rx_bytes"),
             u(r, "tx_frames"),
@@ -487,7 +496,7 @@ mod tests {
     #[test]
     fn tables_render_rows_and_nonzero_drops() {
         let status = serde_json::json!({
-            "interfaces": [{"name": "vw-a", "domain": "vwire", "queues": 1, "rx_frames": 5, "rx_bytes": 300,
+            "interfaces": [{"name": "vw-a", "domain": "vwire", "queues": 1, "mtu": 1500, "rx_frames": 5, "rx_bytes": 300,
                 "tx_frames": 4, "tx_bytes": 240, "drops": {"runt": 2, "same_port": 0},
                 "xdp": {"redirected": 7, "passed": 0}, "kernel": {"rx_ring_full": 0}}],
             "umem": {"frames": 16, "free": 8, "in_fill": 8, "in_tx": 0, "balanced": true},
@@ -495,6 +504,7 @@ mod tests {
         });
         let t = interfaces_table(&status);
         assert!(t.contains("vw-a"), "{t}");
+        assert!(t.contains("     1   1500 "), "{t}");
         assert!(t.contains("vw-a: runt=2 xdp.redirected=7"), "{t}");
         assert!(!t.contains("same_port"), "{t}");
         assert!(t.contains("umem: 16 frames, 8 free"), "{t}");

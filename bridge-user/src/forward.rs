@@ -994,6 +994,7 @@ impl Forwarder {
                     slot: PortId::from_index(slot).0,
                     ifindex: p.ifindex,
                     queues: count(p.sockets.len()),
+                    mtu: p.max_frame.saturating_sub(port::L2_OVERHEAD),
                     mode: p.mode.to_string(),
                     counters: p.counters,
                     xdp: Default::default(),

@@ -312,6 +312,7 @@ mod tests {
                 slot: 0,
                 ifindex: 3,
                 queues: 1,
+                mtu: 1500,
                 mode: "access vlan 1".into(),
                 counters,
                 xdp: XdpRow {

@@ -76,6 +76,7 @@ fn a_frame_longer_than_the_egress_mtu_is_counted_not_lost_silently() {
     assert_eq!(long, 0, "no frame over the egress MTU reaches the wire");
     assert_eq!(got.len(), N as usize, "every frame under the MTU arrives");
     let port = &topo.client(1).host_if;
+    assert_eq!(daemon.counter(port, "/mtu"), 1000);
     assert_eq!(daemon.counter(port, "/drops/mtu_exceeded"), u64::from(N));
     assert_eq!(
         daemon.counter(&topo.client(0).host_if, "/drops/mtu_exceeded"),
@@ -88,6 +89,7 @@ fn a_frame_longer_than_the_egress_mtu_is_counted_not_lost_silently() {
     sender.send(&eth_frame(dst, src, ETH_P_EXPERIMENTAL, &long));
     let got = receiver.recv_marked(&marker(TEST_ID, 2000));
     assert_eq!(got.len(), 1, "after the MTU went up the long frame passes");
+    assert_eq!(daemon.counter(port, "/mtu"), 1500);
     assert_eq!(daemon.counter(port, "/drops/mtu_exceeded"), u64::from(N));
 }
 

@@ -221,6 +221,8 @@ pub struct InterfaceRow {
     pub slot: u32,
     pub ifindex: u32,
     pub queues: u32,
+    /// As the forwarder last read it; frames longer than this + 18 are `mtu_exceeded`.
+    pub mtu: u32,
     /// e.g. `access vlan 100`, `trunk [100,200] native 1`.
     pub mode: String,
     #[serde(flatten)]

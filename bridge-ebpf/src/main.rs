@@ -11,7 +11,7 @@
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_MMAPABLE},
-    helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
+    helpers::bpf_get_smp_processor_id,
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray, XskMap},
     programs::XdpContext,
@@ -65,24 +65,18 @@ fn try_vwire_steer(ctx: &XdpContext) -> Result<u32, ()> {
     }
 }
 
-/// Records this CPU as the one that will wake the forwarder. Written only when it changes,
-/// so under load the cache line is not bounced between CPUs.
+/// Records this CPU as the one that woke the forwarder: only while it sleeps (entry 1 set by
+/// the forwarder), so frames its own transmits produce while it runs (a reply generated
+/// inside its `sendto`) do not count. Written only when it changes.
 #[inline(always)]
 fn note_wake_cpu() {
-    // Frames the forwarder's own transmit produced (a reply generated inside its `sendto`)
-    // run here on the forwarder's CPU: they say nothing about who will wake it next.
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "the low half is the thread id"
-    )]
-    let task = bpf_get_current_pid_tgid() as u32;
-    if WAKE_CPU.get(1).is_some_and(|&forwarder| forwarder == task) {
+    if !WAKE_CPU.get(1).is_some_and(|&asleep| asleep != 0) {
         return;
     }
     // SAFETY: a helper without arguments or side effects.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     if let Some(slot) = WAKE_CPU.get_ptr_mut(0) {
-        // SAFETY: the map's only entry, a plain u32; a racing writer on another CPU stores a
+        // SAFETY: the map's first entry, a plain u32; a racing writer on another CPU stores a
         // CPU number just as valid.
         unsafe {
             if *slot != cpu {

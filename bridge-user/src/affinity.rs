@@ -18,8 +18,8 @@ use tracing::debug;
 
 use crate::xsk::Mmap;
 
-/// The CPU that last handed a frame to one of our sockets, as the XDP program wrote it
-/// (entry 0 of `WAKE_CPU`; entry 1 is the forwarder's thread id).
+/// The CPU that last handed a frame to one of our sockets while the forwarder slept, as the
+/// XDP program wrote it (entry 0 of `WAKE_CPU`; entry 1 says whether the forwarder sleeps).
 #[derive(Debug)]
 pub struct WakeCpu {
     map: Mmap,
@@ -37,10 +37,12 @@ impl WakeCpu {
         self.map.u32_at(0).load(Ordering::Relaxed)
     }
 
-    /// Tells the XDP program which thread is the forwarder: frames its own transmits
-    /// produce do not count as wakers.
-    pub fn set_forwarder(&self, tid: u32) {
-        self.map.u32_at(1).store(tid, Ordering::Relaxed);
+    /// Tells the XDP program whether the forwarder sleeps: only frames that arrive while it
+    /// does are wakers (not the replies its own transmits produce).
+    fn set_asleep(&self, asleep: bool) {
+        self.map
+            .u32_at(1)
+            .store(u32::from(asleep), Ordering::Relaxed);
     }
 }
 
@@ -79,12 +81,6 @@ impl Follower {
         })
     }
 
-    /// Called on the forwarding thread when it starts.
-    pub fn started(&self) {
-        let tid = nix::unistd::gettid().as_raw();
-        self.wake.set_forwarder(u32::try_from(tid).unwrap_or(0));
-    }
-
     /// Called just before sleeping.
     pub fn before_sleep(&mut self) {
         let sparse = self.frames_awake <= SPARSE_FRAMES
@@ -94,10 +90,12 @@ impl Follower {
         } else {
             self.affinity.release();
         }
+        self.wake.set_asleep(true);
     }
 
     /// Called on waking, with how long the sleep took.
     pub fn after_sleep(&mut self, slept: Duration) {
+        self.wake.set_asleep(false);
         self.last_sleep = slept;
         self.frames_awake = 0;
     }

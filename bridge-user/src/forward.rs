@@ -439,9 +439,6 @@ impl Forwarder {
 
     /// Runs until a `Shutdown` command arrives.
     pub fn run(mut self) {
-        if let Some(follower) = &self.follow_wakeups {
-            follower.started();
-        }
         info!(
             ports = self.ports.iter().flatten().count(),
             "forwarder running"

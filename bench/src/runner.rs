@@ -663,7 +663,7 @@ fn bench_dut(
     let name = kind.name();
     eprintln!("== {name}");
     let topo = Topology::create(prefix, 5, ctx.log)?;
-    let dut = Dut::start(kind, &topo, workdir, ctx.log, &globals)?;
+    let dut = Dut::start(kind, &topo, workdir, ctx.log, globals)?;
     prelearn(ctx, &topo, name)?;
     let c1mac = topo.clients[1].mac.clone();
     let note = |res: &mut Results, what: &str, e: &anyhow::Error| {
@@ -834,7 +834,7 @@ fn bench_dut(
     drop(topo);
     if ctx.wants("flood8") {
         let topo = Topology::create(&format!("{prefix}w"), 9, ctx.log)?;
-        let dut = Dut::start(kind, &topo, &workdir.join("flood8"), ctx.log, &globals)?;
+        let dut = Dut::start(kind, &topo, &workdir.join("flood8"), ctx.log, globals)?;
         prelearn(ctx, &topo, name)?;
         flood(ctx, &topo, &dut, "flood8", res);
     }

@@ -192,6 +192,12 @@ pub fn render_prometheus(status: &Status) -> String {
         "Received frames flooded (broadcast, multicast, unknown unicast).",
         &mut per_port(|r| r.counters.rx_flooded).into_iter(),
     );
+    family(
+        "vwire_port_mtu_bytes",
+        "gauge",
+        "The port's MTU as the forwarder follows it; longer frames are dropped as mtu_exceeded.",
+        &mut per_port(|r| u64::from(r.mtu)).into_iter(),
+    );
     let mut drops = Vec::new();
     let mut xdp = Vec::new();
     let mut kernel = Vec::new();
@@ -348,6 +354,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("vwire_port_xdp_frames_total{port=\"vw-a\",domain=\"wire\",action=\"redirected\"} 8"), "{text}");
+        assert!(
+            text.contains("vwire_port_mtu_bytes{port=\"vw-a\",domain=\"wire\"} 1500\n"),
+            "{text}"
+        );
         assert!(
             text.contains("# TYPE vwire_fdb_entries gauge\nvwire_fdb_entries 1\n"),
             "{text}"

@@ -8,7 +8,7 @@ mod common;
 mod hardening;
 mod support;
 
-use std::{process::Output, time::Duration};
+use std::time::Duration;
 
 use common::*;
 use hardening::*;
@@ -25,31 +25,6 @@ fn set_mtu(topo: &Topology, i: usize, mtu: u32) {
         &["-n", &topo.node_ns, "link", "set", &c.host_if, "mtu", &mtu],
     );
     ns_run(&c.ns, &["ip", "link", "set", CLIENT_IF, "mtu", &mtu]);
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A ping of `size` bytes of ICMP payload that may not be fragmented.
-fn ping_unfragmented(topo: &Topology, from: usize, to: usize, size: u32) -> Output {
-    ns_output(
-        &topo.client(from).ns,
-        &[
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "1",
-            "-M",
-            "do",
-            "-s",
-            &size.to_string(),
-            &topo.client(to).ip,
-        ],
-    )
 }
 
 #[test]
@@ -107,14 +82,12 @@ fn a_port_needing_bigger_frames_is_refused_and_works_with_frame_size_4096() {
     write_config_with(&topo, "", &[("wire", ports_toml(&topo, &[], ""))]);
     let daemon = topo.start_daemon();
     let p = topo.client(0).host_if.clone();
-    let out = daemon.cli(&["port", "add", &p, "--domain", "wire"]);
-    assert!(!out.status.success());
+    let message = cli_refused(&daemon, &["port", "add", &p, "--domain", "wire"]);
     assert!(
-        stderr(&out).contains(
+        message.contains(
             "has MTU 3400, but frame_size = 2048 carries MTU 1774 at most; set frame_size = 4096"
         ),
-        "{}",
-        stderr(&out)
+        "{message}"
     );
     assert_eq!(
         daemon.interfaces()["interfaces"].as_array().map(Vec::len),
@@ -129,7 +102,8 @@ fn a_port_needing_bigger_frames_is_refused_and_works_with_frame_size_4096() {
     );
     let daemon = topo.start_daemon();
     for (from, to) in [(0, 1), (1, 0), (2, 0)] {
-        let out = ping_unfragmented(&topo, from, to, 3300);
+        let (ns, ip) = (&topo.client(from).ns, &topo.client(to).ip);
+        let out = ping_with(ns, ip, 3, &["-M", "do", "-s", "3300"]);
         assert!(
             out.status.success(),
             "3328-byte IP packets {from} -> {to}: {}\n{}",
@@ -156,17 +130,14 @@ fn a_peer_mtu_too_large_for_xdp_is_refused_with_the_reason() {
     // 3600 fits a 4096-byte frame, but XDP without frags takes a veth peer MTU of 3506 at most.
     set_mtu(&topo, 1, 3600);
     let p = topo.client(1).host_if.clone();
-    let out = daemon.cli(&["port", "add", &p, "--domain", "wire"]);
-    assert!(!out.status.success());
+    let message = cli_refused(&daemon, &["port", "add", &p, "--domain", "wire"]);
     assert!(
-        stderr(&out).contains("the MTU at the other end of this veth is larger than XDP allows"),
-        "{}",
-        stderr(&out)
+        message.contains("the MTU at the other end of this veth is larger than XDP allows"),
+        "{message}"
     );
     // Nothing is left half made: lowered, the same port goes in and carries traffic.
     set_mtu(&topo, 1, 1500);
-    let out = daemon.cli(&["port", "add", &p, "--domain", "wire"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    cli_ok(&daemon, &["port", "add", &p, "--domain", "wire"]);
     let out = ping(&topo.client(0).ns, &topo.client(1).ip, 2);
     assert!(out.status.success(), "{}", daemon.log());
 }

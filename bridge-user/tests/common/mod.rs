@@ -115,8 +115,16 @@ pub fn ns_output(ns: &str, args: &[&str]) -> Output {
 /// Pings `ip` from namespace `ns`: `count` echoes 0.2 s apart, 1 s to wait for each reply.
 /// The caller decides what counts as success (any reply, or no loss).
 pub fn ping(ns: &str, ip: &str, count: u32) -> Output {
+    ping_with(ns, ip, count, &[])
+}
+
+/// As [`ping`], with more options (e.g. `-M do -s 3300`: large and unfragmented).
+pub fn ping_with(ns: &str, ip: &str, count: u32, options: &[&str]) -> Output {
     let count = count.to_string();
-    ns_output(ns, &["ping", "-c", &count, "-i", "0.2", "-W", "1", ip])
+    let mut args = vec!["ping", "-c", &count, "-i", "0.2", "-W", "1"];
+    args.extend_from_slice(options);
+    args.push(ip);
+    ns_output(ns, &args)
 }
 
 /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.

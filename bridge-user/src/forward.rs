@@ -359,7 +359,7 @@ impl Forwarder {
             ifindex: spec.ifindex,
             domain,
             mode: spec.mode,
-            max_frame: port::max_frame_len(spec.mtu),
+            mtu: spec.mtu,
             sockets,
             tx_stage: Vec::new(),
             counters: Default::default(),
@@ -493,8 +493,8 @@ impl Forwarder {
             let Ok(mtu) = port::mtu(&p.name) else {
                 continue;
             };
-            if port::max_frame_len(mtu) != p.max_frame {
-                p.max_frame = port::max_frame_len(mtu);
+            if mtu != p.mtu {
+                p.mtu = mtu;
                 if mtu > max_mtu {
                     warn!(port = %p.name, mtu, max_mtu, "MTU raised above what a UMEM frame holds; longer frames from this port are dropped by AF_XDP (kernel.rx_dropped)");
                 } else {
@@ -692,7 +692,7 @@ impl Forwarder {
                 .get_mut(egress.0 as usize)
                 .and_then(Option::as_mut),
         ) {
-            (Some(desc), Some(port)) if desc.len > port.max_frame => {
+            (Some(desc), Some(port)) if desc.len > crate::port::max_frame_len(port.mtu) => {
                 port.counters.drops.count(DropReason::MtuExceeded);
                 self.frames.release(chunk);
             }
@@ -991,7 +991,7 @@ impl Forwarder {
                     slot: PortId::from_index(slot).0,
                     ifindex: p.ifindex,
                     queues: count(p.sockets.len()),
-                    mtu: p.max_frame.saturating_sub(port::L2_OVERHEAD),
+                    mtu: p.mtu,
                     mode: p.mode.to_string(),
                     counters: p.counters,
                     xdp: Default::default(),

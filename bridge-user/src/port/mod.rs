@@ -33,9 +33,9 @@ pub struct Port {
     pub ifindex: u32,
     pub domain: DomainId,
     pub mode: PortMode,
-    /// `max_frame_len` of the interface's MTU, refreshed every housekeeping pass: longer
-    /// frames would be dropped by the kernel where vwire cannot count them.
-    pub max_frame: u32,
+    /// The interface's MTU, refreshed every housekeeping pass: frames longer than
+    /// `max_frame_len` of it would be dropped by the kernel where vwire cannot count them.
+    pub mtu: u32,
     /// One per rx queue, in queue order. Transmission uses the first.
     pub sockets: Vec<xsk::Socket>,
     /// Descriptors bound for this port, gathered during a turn and written to its tx ring

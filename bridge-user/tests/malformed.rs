@@ -155,33 +155,28 @@ fn malformed_frames_are_counted_and_dropped_while_others_lose_nothing() {
     //    dropped by AF_XDP and counted in the port's `kernel.rx_dropped`.
     let (host_ns, host_if) = (topo.node_ns.clone(), name(0));
     let before_a = (link_drops(&host_ns, &host_if), daemon.interface(&host_if));
-    let mut answers = Vec::new();
-    for n in 0..20u32 {
-        let len = if n % 2 == 0 { 1600 } else { 3000 };
-        let f = eth_frame(
-            BROADCAST,
-            a_mac,
-            ETH_P_EXPERIMENTAL,
-            &attack_payload(9, n, len - 14),
-        );
-        answers.push((len, oneshot.send_once(&f).map_err(|e| e.raw_os_error())));
-    }
+    // 20 broadcasts of `kind`, alternately 1600 and 3000 bytes: (length, what send said).
+    let send_oversized = |kind: u8| -> Vec<(usize, Result<(), Option<i32>>)> {
+        (0..20u32)
+            .map(|n| {
+                let len = if n % 2 == 0 { 1600 } else { 3000 };
+                let f = eth_frame(
+                    BROADCAST,
+                    a_mac,
+                    ETH_P_EXPERIMENTAL,
+                    &attack_payload(kind, n, len - 14),
+                );
+                (len, oneshot.send_once(&f).map_err(|e| e.raw_os_error()))
+            })
+            .collect()
+    };
+    let answers = send_oversized(9);
     let after_a = (link_drops(&host_ns, &host_if), daemon.interface(&host_if));
     run(
         "ip",
         &["-n", &host_ns, "link", "set", &host_if, "mtu", "3000"],
     );
-    let mut answers_b = Vec::new();
-    for n in 0..20u32 {
-        let len = if n % 2 == 0 { 1600 } else { 3000 };
-        let f = eth_frame(
-            BROADCAST,
-            a_mac,
-            ETH_P_EXPERIMENTAL,
-            &attack_payload(10, n, len - 14),
-        );
-        answers_b.push((len, oneshot.send_once(&f).map_err(|e| e.raw_os_error())));
-    }
+    let answers_b = send_oversized(10);
     std::thread::sleep(Duration::from_millis(200));
     let after_b = (link_drops(&host_ns, &host_if), daemon.interface(&host_if));
     run(

@@ -178,9 +178,7 @@ impl Topology {
         }
         Ok(topo)
     }
-}
 
-impl Topology {
     /// Sets the MTU of both ends of every client wire (before a device is started on them).
     ///
     /// # Errors

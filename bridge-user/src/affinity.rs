@@ -218,24 +218,15 @@ mod tests {
     fn pins_only_to_allowed_cpus_and_releases() {
         std::thread::spawn(|| {
             let mut a = Affinity::of_this_thread().unwrap();
-            let first = (0..CpuSet::count())
-                .find(|&c| a.allowed.is_set(c).unwrap_or(false))
-                .unwrap();
+            let first = cpus(&a.allowed)[0];
             a.pin(first);
             assert_eq!(a.pinned, Some(first));
-            let now = sched_getaffinity(Pid::from_raw(0)).unwrap();
-            assert!(now.is_set(first).unwrap());
-            assert_eq!(
-                (0..CpuSet::count())
-                    .filter(|&c| now.is_set(c).unwrap_or(false))
-                    .count(),
-                1
-            );
+            assert_eq!(now_allowed(), vec![first]);
             a.pin(CpuSet::count() + 5);
             assert_eq!(a.pinned, Some(first), "an impossible CPU is ignored");
             a.release();
             assert_eq!(a.pinned, None);
-            assert_eq!(sched_getaffinity(Pid::from_raw(0)).unwrap(), a.allowed);
+            assert_eq!(now_allowed(), cpus(&a.allowed));
         })
         .join()
         .unwrap();

@@ -374,6 +374,9 @@ pub fn interfaces_table(status: &Value) -> String {
             u(fdb, "port_limit")
         );
     }
+    if let Some(kicks) = status.get("tx_thread_kicks").and_then(Value::as_u64) {
+        out += &format!("tx thread: {kicks} kicks for the busy forwarder\n");
+    }
     out
 }
 
@@ -500,7 +503,8 @@ mod tests {
                 "tx_frames": 4, "tx_bytes": 240, "drops": {"runt": 2, "same_port": 0},
                 "xdp": {"redirected": 7, "passed": 0}, "kernel": {"rx_ring_full": 0}}],
             "umem": {"frames": 16, "free": 8, "in_fill": 8, "in_tx": 0, "balanced": true},
-            "fdb_entries": 1, "fdb": {"learned": 1, "moved": 0, "aged_out": 0, "table_full": 0}
+            "fdb_entries": 1, "fdb": {"learned": 1, "moved": 0, "aged_out": 0, "table_full": 0},
+            "tx_thread_kicks": 3
         });
         let t = interfaces_table(&status);
         assert!(t.contains("vw-a"), "{t}");
@@ -508,6 +512,7 @@ mod tests {
         assert!(t.contains("vw-a: runt=2 xdp.redirected=7"), "{t}");
         assert!(!t.contains("same_port"), "{t}");
         assert!(t.contains("umem: 16 frames, 8 free"), "{t}");
+        assert!(t.contains("tx thread: 3 kicks"), "{t}");
         let fdb = serde_json::json!({"entries": [{"domain": "vwire", "mac": "02:00:00:00:00:0a", "vlan": 1,
             "port": "vw-a", "age_secs": 3, "static": false}]});
         let t = fdb_table(&fdb);

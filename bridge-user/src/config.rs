@@ -9,6 +9,7 @@
 //! ring_size = 4096              # optional: entries per AF_XDP ring
 //! spin_us = 20                  # optional: keep polling this long after traffic
 //! follow_wakeups = true         # optional: sleep on the CPU that will wake us (see `affinity`)
+//! tx_thread = true              # optional: a second thread transmits when busy (see `txhelper`)
 //! metrics_listen = "127.0.0.1:9469"  # optional: Prometheus /metrics and /healthz
 //!
 //! [[bridge_domain]]
@@ -57,6 +58,7 @@ struct ConfigFile {
     ring_size: Option<u32>,
     spin_us: Option<u64>,
     follow_wakeups: Option<bool>,
+    tx_thread: Option<bool>,
     metrics_listen: Option<String>,
     #[serde(default)]
     bridge_domain: Vec<DomainFile>,
@@ -102,6 +104,8 @@ pub struct BridgeConfig {
     pub spin: Duration,
     /// Sleep on the CPU whose XDP program will wake the forwarder, when traffic is sparse.
     pub follow_wakeups: bool,
+    /// Split transmitting under load between the forwarder and a second thread.
+    pub tx_thread: bool,
     /// Where to serve `/metrics` and `/healthz`; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub domains: Vec<DomainConfig>,
@@ -308,6 +312,7 @@ impl BridgeConfig {
             ring_size: ring,
             spin: Duration::from_micros(spin),
             follow_wakeups: file.follow_wakeups.unwrap_or(true),
+            tx_thread: file.tx_thread.unwrap_or(true),
             metrics_listen,
             domains,
         })
@@ -332,6 +337,7 @@ mod tests {
         assert_eq!(c.umem_frames, BridgeConfig::DEFAULT_UMEM_FRAMES);
         assert_eq!(c.frame_size, 2048);
         assert!(c.follow_wakeups);
+        assert!(c.tx_thread);
         assert_eq!(
             c.domains,
             vec![DomainConfig {
@@ -350,7 +356,7 @@ mod tests {
     #[test]
     fn every_knob_is_read() {
         let c = BridgeConfig::from_toml(
-            "fdb_max_age_secs = 10\nfdb_max_entries = 5\numem_frames = 2048\nframe_size = 4096\nring_size = 256\nspin_us = 0\nfollow_wakeups = false\n\
+            "fdb_max_age_secs = 10\nfdb_max_entries = 5\numem_frames = 2048\nframe_size = 4096\nring_size = 256\nspin_us = 0\nfollow_wakeups = false\ntx_thread = false\n\
              [[bridge_domain]]\nname = \"x\"\nports = [\"a\"]\n[[bridge_domain]]\nname = \"y\"\nports = [\"b\"]\n",
         )
         .unwrap();

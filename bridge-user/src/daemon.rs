@@ -112,6 +112,9 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
             info!(error = %e, "cannot follow wakeups; the forwarder sleeps on any CPU");
         }
     }
+    if config.tx_thread {
+        forwarder.start_tx_helper().map_err(DaemonError::Runtime)?;
+    }
     // One socket per port is the common case; ports with more queues just get less each.
     let configured: usize =
         config.domains.iter().map(|d| d.ports.len()).sum::<usize>() + uplinks.len();

@@ -35,6 +35,7 @@ use crate::{
     frames::Frames,
     metrics::{DropReason, FdbCounters},
     port::{self, DomainId, Port, PortId},
+    txhelper::{self, Split, TxHelper},
     vlan::{self, Egress, PortMode},
     xsk::{self, sys::EventFd, Desc, Socket, SocketConfig, Umem},
 };
@@ -199,6 +200,8 @@ pub enum PortError {
     },
     #[error(transparent)]
     Bind(#[from] xsk::XskError),
+    #[error("cannot share the port's socket with the tx thread: {0}")]
+    TxThread(std::io::Error),
 }
 
 /// The data plane: owns the UMEM, the ports and the FDB.
@@ -228,6 +231,14 @@ pub struct Forwarder {
     pollfds: Vec<libc::pollfd>,
     /// Sleeps on the CPU that will wake us, when traffic is sparse (`affinity`).
     follow_wakeups: Option<Follower>,
+    /// Kicks half the ports' tx rings from a second CPU under load (`txhelper`).
+    tx_helper: Option<TxHelper>,
+    /// When `poll` last returned: how long the forwarder has been working without a break.
+    awake_since: Instant,
+    /// Ports with unsent frames on their tx ring after this turn's `transmit`s.
+    to_kick: Vec<usize>,
+    /// Which of them the tx thread kicks.
+    split: Split,
 }
 
 impl Forwarder {
@@ -260,6 +271,10 @@ impl Forwarder {
             flood_targets: Vec::new(),
             pollfds: Vec::new(),
             follow_wakeups: None,
+            tx_helper: None,
+            awake_since: Instant::now(),
+            to_kick: Vec::with_capacity(bridge_common::maps::MAX_PORTS as usize),
+            split: Split::new(bridge_common::maps::MAX_PORTS as usize, Instant::now()),
         };
         fwd.ports_changed();
         fwd
@@ -278,6 +293,21 @@ impl Forwarder {
     /// The thread's affinity cannot be read.
     pub fn follow_wakeups(&mut self, wake: WakeCpu) -> nix::Result<()> {
         self.follow_wakeups = Some(Follower::new(wake)?);
+        Ok(())
+    }
+
+    /// Transmits for half the ports from a second thread when busy (see `txhelper`).
+    ///
+    /// # Errors
+    /// The thread cannot be started.
+    pub fn start_tx_helper(&mut self) -> std::io::Result<()> {
+        let helper = TxHelper::start(bridge_common::maps::MAX_PORTS as usize, self.config.spin)?;
+        for (slot, port) in self.ports.iter().enumerate() {
+            if let Some(socket) = port.as_ref().and_then(|p| p.sockets.first()) {
+                helper.add(PortId::from_index(slot), socket)?;
+            }
+        }
+        self.tx_helper = Some(helper);
         Ok(())
     }
 
@@ -349,8 +379,11 @@ impl Forwarder {
             )?;
             sockets.push(socket);
         }
-        let domain = self.ensure_domain(&spec.domain);
         let id = PortId::from_index(slot);
+        if let Some(helper) = &self.tx_helper {
+            helper.add(id, &sockets[0]).map_err(PortError::TxThread)?;
+        }
+        let domain = self.ensure_domain(&spec.domain);
         self.domains[usize::from(domain.0)].members.push(id);
         let fds = sockets.iter().map(|s| (s.queue(), s.raw_fd())).collect();
         info!(port = %spec.name, ifindex = spec.ifindex, queues = spec.queues, slot, domain = %spec.domain, mode = %spec.mode, "port added");
@@ -391,6 +424,9 @@ impl Forwarder {
             self.frames.release(self.umem.chunk_of(desc.addr));
         }
         let ifindex = port.ifindex;
+        if let Some(helper) = &self.tx_helper {
+            helper.remove(id);
+        }
         // Closing the sockets waits for in-flight receives (synchronize_net in xsk_release),
         // after which the kernel holds none of the port's frames.
         drop(port);
@@ -460,6 +496,8 @@ impl Forwarder {
                 std::thread::yield_now();
             }
         }
+        // Joined before the sockets close, so no kick races their teardown.
+        self.tx_helper = None;
         let acct = self.accounting();
         info!(?acct, balanced = acct.balanced(), "forwarder stopped");
     }
@@ -476,6 +514,7 @@ impl Forwarder {
         for pi in 0..self.ports.len() {
             work |= self.transmit(pi);
         }
+        work |= self.kick(now);
         self.top_up_idle();
         if now.duration_since(self.last_housekeeping) >= HOUSEKEEPING_INTERVAL {
             self.last_housekeeping = now;
@@ -692,7 +731,7 @@ impl Forwarder {
                 .get_mut(egress.0 as usize)
                 .and_then(Option::as_mut),
         ) {
-            (Some(desc), Some(port)) if desc.len > crate::port::max_frame_len(port.mtu) => {
+            (Some(desc), Some(port)) if desc.len > port::max_frame_len(port.mtu) => {
                 port.counters.drops.count(DropReason::MtuExceeded);
                 self.frames.release(chunk);
             }
@@ -750,11 +789,36 @@ impl Forwarder {
         }
         // Copy mode transmits inside sendto(); kick while anything is still unsent.
         if socket.tx.pending() > 0 {
-            if let Err(e) = socket.kick_tx() {
-                debug!(port = %port.name, error = %e, "tx kick failed");
-            }
-            work = true;
+            self.to_kick.push(pi);
         }
+        work
+    }
+
+    /// Kicks every port `transmit` left with unsent frames. Under sustained load, the ports
+    /// `Split` names go to the tx thread, so that the kernel work inside the kicks (the
+    /// receivers' network stacks) runs on two CPUs. Returns whether the forwarder kicked
+    /// any itself.
+    fn kick(&mut self, now: Instant) -> bool {
+        self.split.roll(now);
+        let busy = now.duration_since(self.awake_since) >= txhelper::BUSY_AFTER;
+        let mut work = false;
+        for &pi in &self.to_kick {
+            let id = PortId::from_index(pi);
+            let theirs = self.split.note(id) && busy;
+            match self.tx_helper.as_ref().filter(|_| theirs) {
+                // Not work of ours: spinning until the thread has sent would only take
+                // the CPU it needs.
+                Some(helper) => helper.request(id),
+                None => {
+                    let port = self.ports[pi].as_ref().expect("just transmitted");
+                    if let Err(e) = port.sockets[0].kick_tx() {
+                        debug!(port = %port.name, error = %e, "tx kick failed");
+                    }
+                    work = true;
+                }
+            }
+        }
+        self.to_kick.clear();
         work
     }
 
@@ -822,8 +886,9 @@ impl Forwarder {
         if let Err(e) = xsk::sys::poll(&mut self.pollfds, timeout) {
             warn!(error = %e, "poll failed");
         }
+        self.awake_since = Instant::now();
         if let Some(follower) = &mut self.follow_wakeups {
-            follower.after_sleep(asleep.elapsed());
+            follower.after_sleep(self.awake_since.duration_since(asleep));
         }
         if self.pollfds[0].revents != 0 {
             self.wakeup.drain();
@@ -1011,6 +1076,7 @@ impl Forwarder {
             },
             fdb_entries: self.fdb.len(),
             fdb: self.fdb_counters,
+            tx_thread_kicks: self.tx_helper.as_ref().map(TxHelper::kicks),
         }
     }
 

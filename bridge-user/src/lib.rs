@@ -26,6 +26,8 @@ pub mod loader;
 pub mod metrics;
 /// Ports and their identifiers.
 pub mod port;
+/// The second thread that transmits for half the ports under load.
+pub mod txhelper;
 /// The VXLAN uplink port that carries a wire to other nodes.
 pub mod uplink;
 /// 802.1Q classification, membership and in-place tag push/pop.

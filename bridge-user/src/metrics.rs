@@ -286,6 +286,14 @@ pub fn render_prometheus(status: &Status) -> String {
         "Source addresses not learned because the table was full.",
         &mut std::iter::once((String::new(), fdb.table_full)),
     );
+    if let Some(kicks) = status.tx_thread_kicks {
+        family(
+            "vwire_tx_thread_kicks_total",
+            "counter",
+            "Transmissions the tx thread started for the busy forwarder.",
+            &mut std::iter::once((String::new(), kicks)),
+        );
+    }
     let u = status.umem;
     family(
         "vwire_umem_frames",
@@ -340,6 +348,7 @@ mod tests {
                 learned: 1,
                 ..Default::default()
             },
+            tx_thread_kicks: Some(3),
         };
         let text = render_prometheus(&status);
         assert!(text.contains("# TYPE vwire_port_rx_frames_total counter\nvwire_port_rx_frames_total{port=\"vw-a\",domain=\"wire\"} 7\n"), "{text}");
@@ -362,6 +371,7 @@ mod tests {
             text.contains("# TYPE vwire_fdb_entries gauge\nvwire_fdb_entries 1\n"),
             "{text}"
         );
+        assert!(text.contains("vwire_tx_thread_kicks_total 3\n"), "{text}");
         assert!(
             text.contains("vwire_umem_frames{state=\"fill\"} 8"),
             "{text}"

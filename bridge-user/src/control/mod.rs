@@ -249,6 +249,8 @@ pub struct Status {
     pub umem: UmemRow,
     pub fdb_entries: usize,
     pub fdb: FdbCounters,
+    /// Kicks made by the tx thread; `None` with `tx_thread = false`.
+    pub tx_thread_kicks: Option<u64>,
 }
 
 /// One bridge domain in `show bridge-domains`.

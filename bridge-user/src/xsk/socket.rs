@@ -190,18 +190,7 @@ impl Socket {
     /// # Errors
     /// Errors other than the transient `EAGAIN`, `EBUSY` and `ENOBUFS`.
     pub fn kick_tx(&self) -> io::Result<bool> {
-        match sys::kick_tx(self.fd.as_fd()) {
-            Ok(()) => Ok(true),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
+        sys::kick_tx(self.fd.as_fd())
     }
 
     /// Wakes the kernel to use the fill ring, if it asked for that.

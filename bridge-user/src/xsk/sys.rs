@@ -91,11 +91,13 @@ pub fn bind_xdp(fd: BorrowedFd<'_>, addr: &libc::sockaddr_xdp) -> io::Result<()>
 }
 
 /// Kicks the kernel to transmit what is on a socket's tx ring (copy mode sends inside this
-/// call). `EAGAIN`, `EBUSY` and `ENOBUFS` mean "try again later" and are returned as errors
-/// for the caller to classify.
-pub fn kick_tx(fd: BorrowedFd<'_>) -> io::Result<()> {
+/// call). Returns `false` when the kernel was busy and the caller should kick again later.
+///
+/// # Errors
+/// Errors other than the transient `EAGAIN`, `EBUSY` and `ENOBUFS`.
+pub fn kick_tx(fd: BorrowedFd<'_>) -> io::Result<bool> {
     // SAFETY: a zero-length sendto with no buffer and no address is the documented AF_XDP kick.
-    check_size(unsafe {
+    let sent = check_size(unsafe {
         libc::sendto(
             fd.as_raw_fd(),
             std::ptr::null(),
@@ -104,8 +106,19 @@ pub fn kick_tx(fd: BorrowedFd<'_>) -> io::Result<()> {
             std::ptr::null(),
             0,
         )
-    })
-    .map(drop)
+    });
+    match sent {
+        Ok(_) => Ok(true),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Asks the kernel to refill from the fill ring when it has flagged that it needs a wakeup.

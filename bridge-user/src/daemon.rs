@@ -112,8 +112,12 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
             info!(error = %e, "cannot follow wakeups; the forwarder sleeps on any CPU");
         }
     }
-    if config.tx_thread {
+    // With one CPU there is nothing to split the kernel's transmit work with.
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if config.tx_thread && cpus >= 2 {
         forwarder.start_tx_helper().map_err(DaemonError::Runtime)?;
+    } else if config.tx_thread {
+        info!("one CPU available: no tx thread");
     }
     // One socket per port is the common case; ports with more queues just get less each.
     let configured: usize =

@@ -26,7 +26,7 @@ pub mod loader;
 pub mod metrics;
 /// Ports and their identifiers.
 pub mod port;
-/// The second thread that transmits for half the ports under load.
+/// The second thread that transmits for some ports under load.
 pub mod txhelper;
 /// The VXLAN uplink port that carries a wire to other nodes.
 pub mod uplink;

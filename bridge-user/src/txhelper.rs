@@ -5,8 +5,12 @@
 //! `sendto` that kicks it, and the receiving client's whole network stack runs inside that
 //! call too: the forwarder's thread ends up doing both TCP ends' kernel work, 90 % of its
 //! time under a TCP stream, while the other CPU idles. Kicking some sockets from a second
-//! thread splits that work across CPUs. Only under sustained load, though: handing a kick
-//! to another thread costs a wakeup, which sparse traffic (a ping) would pay in latency.
+//! thread splits that work across CPUs. Only under sustained load, though ([`BUSY_AFTER`]):
+//! handing a kick to another thread costs a wakeup, which sparse traffic (a ping) would pay
+//! in latency; and only for some of two or more busy ports ([`Split`]).
+//!
+//! The forwarder stays the only producer of every tx ring; the thread only tells the kernel
+//! to consume it, through a duplicate of the socket's fd.
 
 use std::{
     os::fd::{AsFd, OwnedFd},

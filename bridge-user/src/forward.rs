@@ -231,7 +231,7 @@ pub struct Forwarder {
     pollfds: Vec<libc::pollfd>,
     /// Sleeps on the CPU that will wake us, when traffic is sparse (`affinity`).
     follow_wakeups: Option<Follower>,
-    /// Kicks half the ports' tx rings from a second CPU under load (`txhelper`).
+    /// Kicks some ports' tx rings from a second CPU under load (`txhelper`).
     tx_helper: Option<TxHelper>,
     /// When `poll` last returned: how long the forwarder has been working without a break.
     awake_since: Instant,
@@ -296,7 +296,7 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Transmits for half the ports from a second thread when busy (see `txhelper`).
+    /// Lets a second thread kick some ports' tx rings when busy (see `txhelper`).
     ///
     /// # Errors
     /// The thread cannot be started.

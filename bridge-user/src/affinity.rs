@@ -26,7 +26,7 @@ pub struct WakeCpu {
 }
 
 impl WakeCpu {
-    /// Wraps the mmapped values of the one-entry `WAKE_CPU` array.
+    /// Wraps the mmapped values of the two-entry `WAKE_CPU` array.
     #[must_use]
     pub fn new(map: Mmap) -> Self {
         Self { map }

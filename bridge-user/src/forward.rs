@@ -35,7 +35,7 @@ use crate::{
     frames::Frames,
     metrics::{DropReason, FdbCounters},
     port::{self, DomainId, Port, PortId},
-    txhelper::{self, Split, TxHelper},
+    txhelper::{self, TxHelper},
     vlan::{self, Egress, PortMode},
     xsk::{self, sys::EventFd, Desc, Socket, SocketConfig, Umem},
 };
@@ -237,8 +237,6 @@ pub struct Forwarder {
     awake_since: Instant,
     /// Ports with unsent frames on their tx ring after this turn's `transmit`s.
     to_kick: Vec<usize>,
-    /// Which of them the tx thread kicks.
-    split: Split,
 }
 
 impl Forwarder {
@@ -274,7 +272,6 @@ impl Forwarder {
             tx_helper: None,
             awake_since: Instant::now(),
             to_kick: Vec::with_capacity(bridge_common::maps::MAX_PORTS as usize),
-            split: Split::new(bridge_common::maps::MAX_PORTS as usize, Instant::now()),
         };
         fwd.ports_changed();
         fwd
@@ -795,16 +792,18 @@ impl Forwarder {
     }
 
     /// Kicks every port `transmit` left with unsent frames. Under sustained load, the ports
-    /// `Split` names go to the tx thread, so that the kernel work inside the kicks (the
+    /// helper's `Split` names go to the tx thread, so that the kernel work inside the kicks (the
     /// receivers' network stacks) runs on two CPUs. Returns whether the forwarder kicked
     /// any itself.
     fn kick(&mut self, now: Instant) -> bool {
-        self.split.roll(now);
+        if let Some(helper) = &mut self.tx_helper {
+            helper.split.roll(now);
+        }
         let busy = now.duration_since(self.awake_since) >= txhelper::BUSY_AFTER;
         let mut work = false;
         for &pi in &self.to_kick {
             let id = PortId::from_index(pi);
-            let theirs = self.split.note(id) && busy;
+            let theirs = self.tx_helper.as_mut().is_some_and(|h| h.split.note(id)) && busy;
             match self.tx_helper.as_ref().filter(|_| theirs) {
                 // Not work of ours: spinning until the thread has sent would only take
                 // the CPU it needs.

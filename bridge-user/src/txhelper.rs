@@ -32,6 +32,20 @@ pub const BUSY_AFTER: Duration = Duration::from_millis(2);
 /// How often the forwarder re-decides which ports the tx thread kicks.
 pub const SPLIT_WINDOW: Duration = Duration::from_millis(1);
 
+/// The word and bit of `port` in a one-bit-per-slot set.
+fn slot_bit(port: PortId) -> (usize, u64) {
+    (port.0 as usize / 64, 1 << (port.0 % 64))
+}
+
+/// The set bits of `word`, lowest first.
+fn ones(mut word: u64) -> impl Iterator<Item = u32> {
+    std::iter::from_fn(move || {
+        let bit = (word != 0).then(|| word.trailing_zeros())?;
+        word &= word - 1;
+        Some(bit)
+    })
+}
+
 /// Which ports the tx thread kicks while the forwarder is busy: every other one of the ports
 /// that had frames to send in the last window. A single busy egress port (one generator, one
 /// sink) stays with the forwarder, since handing its kicks over would only add a wakeup per
@@ -57,7 +71,7 @@ impl Split {
 
     /// Records that `port` has frames to send; returns whether the tx thread kicks it.
     pub fn note(&mut self, port: PortId) -> bool {
-        let (word, bit) = (port.0 as usize / 64, 1u64 << (port.0 % 64));
+        let (word, bit) = slot_bit(port);
         self.active[word] |= bit;
         self.thread_kicks[word] & bit != 0
     }
@@ -72,24 +86,27 @@ impl Split {
         let mut nth = 0u32;
         for (kicks, active) in self.thread_kicks.iter_mut().zip(&mut self.active) {
             *kicks = 0;
-            let mut bits = std::mem::take(active);
-            while split && bits != 0 {
-                let lowest = bits & bits.wrapping_neg();
+            let bits = std::mem::take(active);
+            if !split {
+                continue;
+            }
+            for bit in ones(bits) {
                 if nth % 2 == 1 {
-                    *kicks |= lowest;
+                    *kicks |= 1 << bit;
                 }
                 nth += 1;
-                bits &= bits - 1;
             }
         }
     }
 }
 
-/// The helper thread and what it shares with the forwarder.
+/// The helper thread, what it shares with the forwarder, and the forwarder's choice of the
+/// ports it kicks.
 #[derive(Debug)]
 pub struct TxHelper {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    pub split: Split,
 }
 
 #[derive(Debug)]
@@ -100,7 +117,7 @@ struct Shared {
     /// One bit per slot: kick this port's socket.
     requested: Vec<AtomicU64>,
     stop: AtomicBool,
-    /// Kicks made, for `show status` and the metrics.
+    /// Kicks made, for `show interfaces` and the metrics.
     kicks: AtomicU64,
     /// How long to keep looking for requests after the last one before parking.
     spin: Duration,
@@ -126,6 +143,7 @@ impl TxHelper {
         Ok(Self {
             shared,
             thread: Some(thread),
+            split: Split::new(slots, Instant::now()),
         })
     }
 
@@ -146,8 +164,8 @@ impl TxHelper {
 
     /// Asks the thread to kick `port`'s socket.
     pub fn request(&self, port: PortId) {
-        let slot = port.0 as usize;
-        self.shared.requested[slot / 64].fetch_or(1 << (slot % 64), Ordering::Release);
+        let (word, bit) = slot_bit(port);
+        self.shared.requested[word].fetch_or(bit, Ordering::Release);
         if let Some(t) = &self.thread {
             // Costs a syscall only when the thread is parked.
             t.thread().unpark();
@@ -197,7 +215,7 @@ impl Shared {
     fn kick_requested(&self) -> bool {
         let mut any = false;
         for (word, bits) in self.requested.iter().enumerate() {
-            let mut bits = bits.swap(0, Ordering::Acquire);
+            let bits = bits.swap(0, Ordering::Acquire);
             if bits == 0 {
                 continue;
             }
@@ -206,9 +224,8 @@ impl Shared {
                 .sockets
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            while bits != 0 {
-                let slot = word * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
+            for bit in ones(bits) {
+                let slot = word * 64 + bit as usize;
                 if let Some(fd) = &sockets[slot] {
                     self.kicks.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = xsk::sys::kick_tx(fd.as_fd()) {

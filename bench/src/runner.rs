@@ -93,6 +93,12 @@ pub const SCENARIOS: &[Scenario] = &[
         higher_is_better: true,
     },
     Scenario {
+        key: "station64",
+        label: "64 B known unicast to a tester station (receiver drops it at L2), delivered",
+        unit: "kpps",
+        higher_is_better: true,
+    },
+    Scenario {
         key: "loss64",
         label: "64 B flat out, loss",
         unit: "%",
@@ -589,6 +595,36 @@ fn ndr(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, dst_mac: &str) -> anyhow::Resu
     Ok((best.unwrap_or(0.0) / 1000.0, log.join("; ")))
 }
 
+/// A tester's own station behind client 1: frames to it cross the device under test like
+/// any known unicast, but the receiving client's kernel drops them on arrival (not its MAC)
+/// instead of routing each one, so the measurement leaves out the receiver's IP stack, as
+/// RFC 2544 measures the device alone. The sink still counts them (AF_PACKET sees them).
+const STATION_MAC: &str = "02:76:77:ee:00:02";
+
+/// Makes every device learn [`STATION_MAC`] on client 1's port: three broadcasts from it.
+fn announce_station(ctx: &Ctx<'_>, topo: &Topology) -> anyhow::Result<()> {
+    let c1 = &topo.clients[1];
+    topo::run(
+        ctx.log,
+        &in_ns(
+            &c1.ns,
+            &[
+                &ctx.exe,
+                "gen",
+                "--dev",
+                &c1.dev,
+                "--src-mac",
+                STATION_MAC,
+                "--dst-mac",
+                "ff:ff:ff:ff:ff:ff",
+                "--count",
+                "3",
+            ],
+        ),
+    )
+    .map(drop)
+}
+
 /// Pings every other client from client 0, so the device under test has learned every MAC
 /// and every ARP cache is warm before measuring.
 fn prelearn(ctx: &Ctx<'_>, topo: &Topology, name: &str) -> anyhow::Result<()> {
@@ -719,6 +755,27 @@ fn bench_dut(
                 }
                 Err(e) => note(res, key, &e),
             }
+        }
+    }
+    if ctx.wants("station64") {
+        match announce_station(ctx, &topo) {
+            Ok(()) => {
+                for rep in 0..ctx.reps {
+                    let o = GenOpts {
+                        size: 64,
+                        dst_mac: STATION_MAC,
+                        rate: None,
+                        src_mac: None,
+                        src_macs: None,
+                        duration: None,
+                    };
+                    match rate_test(ctx, &topo, &dut, &o, &[1]) {
+                        Ok(r) => push(res, name, "station64", rep, r.kpps(), r.detail()),
+                        Err(e) => note(res, "station64", &e),
+                    }
+                }
+            }
+            Err(e) => note(res, "announcing the tester station", &e),
         }
     }
     if ctx.wants("ndr64") {

@@ -17,3 +17,5 @@ pub mod runner;
 pub mod sink;
 /// Namespaces, veths and the devices under test, all torn down on drop.
 pub mod topo;
+/// What a wakeup costs here (machine section of the report).
+pub mod wake;

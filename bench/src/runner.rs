@@ -16,6 +16,7 @@ use crate::{
     report,
     sink::SinkReport,
     topo::{self, in_ns, CmdLog, Dut, DutKind, Topology},
+    wake::WakeCost,
 };
 
 /// Options of the runner.
@@ -969,6 +970,19 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
         ("memory".to_owned(), sh_out("grep MemTotal /proc/meminfo | tr -s ' '")),
         ("vwire commit".to_owned(), sh_out("git rev-parse --short HEAD 2>/dev/null; git status --porcelain 2>/dev/null | grep -q . && echo '(dirty tree)'").replace('\n', " ")),
     ];
+    for (gap_ms, label) in [(1, "1 ms"), (10, "10 ms")] {
+        match WakeCost::measure(Duration::from_millis(gap_ms), if short { 50 } else { 200 }) {
+            Ok(w) => res.machine.push((
+                format!("wakeup round trip {label} apart, p50"),
+                format!(
+                    "{:.1} us with both threads on one CPU, {:.1} us across two CPUs \
+                     (two threads, a socket pair; `vwire-bench` wake probe)",
+                    w.same_cpu_us, w.other_cpu_us
+                ),
+            )),
+            Err(e) => res.notes.push(format!("wakeup probe: {e:#}")),
+        }
+    }
     let mut kinds = vec![DutKind::LinuxBridge, DutKind::Vwire { bin: vwire }];
     let want_ovs = a.with_ovs
         || a.dut

@@ -288,8 +288,10 @@ impl RateOutcome {
         let cpu = self
             .cpu_pct
             .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.0}%"));
+        // Frames the sinks' own rings had no room for: lost at the receiver, not the device.
+        let sink_drops: u64 = self.sinks.iter().map(|s| s.ring_drops).sum();
         format!(
-            "sent {:.0} kpps ({} frames), loss {:.2}%, one-way p50 {:.0} us p99 {:.0} us, fwd CPU {cpu}",
+            "sent {:.0} kpps ({} frames), loss {:.2}% (sink ring drops {sink_drops}), one-way p50 {:.0} us p99 {:.0} us, fwd CPU {cpu}",
             self.gen.pps / 1000.0,
             self.gen.frames_sent,
             self.loss_pct(),

@@ -22,7 +22,7 @@ pub struct SinkArgs {
     #[arg(long, default_value_t = 0.0)]
     pub idle_exit: f64,
     /// Ring slots.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 16384)]
     pub ring: u32,
     /// Pin the receiving thread to this CPU.
     #[arg(long)]

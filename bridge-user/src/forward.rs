@@ -792,9 +792,9 @@ impl Forwarder {
     }
 
     /// Kicks every port `transmit` left with unsent frames. Under sustained load, the ports
-    /// helper's `Split` names go to the tx thread, so that the kernel work inside the kicks (the
-    /// receivers' network stacks) runs on two CPUs. Returns whether the forwarder kicked
-    /// any itself.
+    /// the helper's `Split` names go to the tx thread, so that the kernel work inside the
+    /// kicks (the receivers' network stacks) runs on two CPUs. Returns whether the forwarder
+    /// kicked any itself.
     fn kick(&mut self, now: Instant) -> bool {
         if let Some(helper) = &mut self.tx_helper {
             helper.split.roll(now);
@@ -803,18 +803,21 @@ impl Forwarder {
         let mut work = false;
         for &pi in &self.to_kick {
             let id = PortId::from_index(pi);
-            let theirs = self.tx_helper.as_mut().is_some_and(|h| h.split.note(id)) && busy;
-            match self.tx_helper.as_ref().filter(|_| theirs) {
-                // Not work of ours: spinning until the thread has sent would only take
-                // the CPU it needs.
-                Some(helper) => helper.request(id),
-                None => {
-                    let port = self.ports[pi].as_ref().expect("just transmitted");
-                    if let Err(e) = port.sockets[0].kick_tx() {
-                        debug!(port = %port.name, error = %e, "tx kick failed");
-                    }
-                    work = true;
+            // Not work of ours when handed over: spinning until the thread has sent would
+            // only take the CPU it needs. `note` runs busy or not: it records the port as active.
+            let handed_over = self.tx_helper.as_mut().is_some_and(|helper| {
+                let theirs = helper.split.note(id) && busy;
+                if theirs {
+                    helper.request(id);
                 }
+                theirs
+            });
+            if !handed_over {
+                let port = self.ports[pi].as_ref().expect("just transmitted");
+                if let Err(e) = port.sockets[0].kick_tx() {
+                    debug!(port = %port.name, error = %e, "tx kick failed");
+                }
+                work = true;
             }
         }
         self.to_kick.clear();

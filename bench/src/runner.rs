@@ -728,19 +728,25 @@ fn bench_dut(
             );
         }
     }
-    for (key, size) in [
-        ("rate64", 64),
-        ("rate128", 128),
-        ("rate512", 512),
-        ("rate1518", 1518),
+    // The station row is a rate test like the others, once the device knows the station.
+    let station_known = ctx.wants("station64")
+        && announce_station(ctx, &topo)
+            .map_err(|e| note(res, "announcing the tester station", &e))
+            .is_ok();
+    for (key, size, dst_mac) in [
+        ("rate64", 64, c1mac.as_str()),
+        ("rate128", 128, &c1mac),
+        ("rate512", 512, &c1mac),
+        ("rate1518", 1518, &c1mac),
+        ("station64", 64, STATION_MAC),
     ] {
-        if !ctx.wants(key) {
+        if !ctx.wants(key) || (key == "station64" && !station_known) {
             continue;
         }
         for rep in 0..ctx.reps {
             let o = GenOpts {
                 size,
-                dst_mac: &c1mac,
+                dst_mac,
                 rate: None,
                 src_mac: None,
                 src_macs: None,
@@ -749,7 +755,7 @@ fn bench_dut(
             match rate_test(ctx, &topo, &dut, &o, &[1]) {
                 Ok(r) => {
                     push(res, name, key, rep, r.kpps(), r.detail());
-                    if size == 64 {
+                    if key == "rate64" {
                         push(res, name, "loss64", rep, r.loss_pct(), String::new());
                         if let Some(c) = r.cpu_pct {
                             push(res, name, "cpu64", rep, c, String::new());
@@ -758,27 +764,6 @@ fn bench_dut(
                 }
                 Err(e) => note(res, key, &e),
             }
-        }
-    }
-    if ctx.wants("station64") {
-        match announce_station(ctx, &topo) {
-            Ok(()) => {
-                for rep in 0..ctx.reps {
-                    let o = GenOpts {
-                        size: 64,
-                        dst_mac: STATION_MAC,
-                        rate: None,
-                        src_mac: None,
-                        src_macs: None,
-                        duration: None,
-                    };
-                    match rate_test(ctx, &topo, &dut, &o, &[1]) {
-                        Ok(r) => push(res, name, "station64", rep, r.kpps(), r.detail()),
-                        Err(e) => note(res, "station64", &e),
-                    }
-                }
-            }
-            Err(e) => note(res, "announcing the tester station", &e),
         }
     }
     if ctx.wants("ndr64") {

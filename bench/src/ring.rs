@@ -14,8 +14,15 @@ use std::{
 
 use anyhow::{bail, Context};
 
-/// Bytes per ring slot: holds a 1518-byte frame plus the header.
-pub const SLOT_SIZE: u32 = 2048;
+/// Bytes per TX slot: holds a 1518-byte frame plus the header.
+const TX_SLOT_SIZE: u32 = 2048;
+/// Bytes per RX slot: the header and the frame's first ~190 bytes, enough for every header
+/// and the stamp. The kernel truncates longer frames (`tp_len` keeps their length), so the
+/// sink, whose capture runs inside whatever transmits to it (the bridge's or the
+/// forwarder's `sendto`), copies and touches as little as it can: with full 2048-byte slots
+/// its ring spans 32 MiB, and reaching each slot's header was the costliest step of the
+/// capture (`packet_lookup_frame`).
+const RX_SLOT_SIZE: u32 = 256;
 /// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: where TX frame data starts in a slot.
 const TX_DATA_OFF: usize = 32;
 
@@ -72,6 +79,7 @@ pub struct PacketRing {
     map: NonNull<u8>,
     map_len: usize,
     slots: u32,
+    slot_size: u32,
     next: u32,
 }
 
@@ -128,13 +136,17 @@ impl PacketRing {
             let sndbuf: libc::c_int = 4 << 20;
             let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf, "SO_SNDBUF");
         }
+        let slot_size = match dir {
+            Dir::Tx => TX_SLOT_SIZE,
+            Dir::Rx => RX_SLOT_SIZE,
+        };
         let block_size: u32 = 1 << 16;
-        let per_block = block_size / SLOT_SIZE;
+        let per_block = block_size / slot_size;
         let slots = slots.div_ceil(per_block) * per_block;
         let req = libc::tpacket_req {
             tp_block_size: block_size,
             tp_block_nr: slots / per_block,
-            tp_frame_size: SLOT_SIZE,
+            tp_frame_size: slot_size,
             tp_frame_nr: slots,
         };
         let opt = match dir {
@@ -142,7 +154,7 @@ impl PacketRing {
             Dir::Rx => libc::PACKET_RX_RING,
         };
         setsockopt(&fd, libc::SOL_PACKET, opt, &req, "PACKET_{TX,RX}_RING")?;
-        let map_len = slots as usize * SLOT_SIZE as usize;
+        let map_len = slots as usize * slot_size as usize;
         // SAFETY: mapping the ring the kernel just allocated for this socket; length matches.
         let map = unsafe {
             libc::mmap(
@@ -163,6 +175,7 @@ impl PacketRing {
             map,
             map_len,
             slots,
+            slot_size,
             next: 0,
         };
         // SAFETY: zeroed sockaddr_ll is a valid value; fields are filled below.
@@ -194,7 +207,7 @@ impl PacketRing {
         unsafe {
             self.map
                 .as_ptr()
-                .add(i as usize * SLOT_SIZE as usize)
+                .add(i as usize * self.slot_size as usize)
                 .cast()
         }
     }
@@ -217,8 +230,8 @@ impl PacketRing {
             std::slice::from_raw_parts_mut(
                 self.map
                     .as_ptr()
-                    .add(self.next as usize * SLOT_SIZE as usize + TX_DATA_OFF),
-                SLOT_SIZE as usize - TX_DATA_OFF,
+                    .add(self.next as usize * self.slot_size as usize + TX_DATA_OFF),
+                self.slot_size as usize - TX_DATA_OFF,
             )
         };
         Some(data)
@@ -261,8 +274,10 @@ impl PacketRing {
         })
     }
 
-    /// RX: calls `f` on the next received frame, if any, and returns the slot to the kernel.
-    pub fn rx_next<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    /// RX: calls `f` on the next received frame's captured bytes (its first
+    /// [`RX_SLOT_SIZE`]-odd bytes) and its length on the wire, if any, and returns the slot to
+    /// the kernel.
+    pub fn rx_next<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Option<R> {
         let i = self.next;
         let st = self.status(i).load(Ordering::Acquire);
         if st & libc::TP_STATUS_USER == 0 {
@@ -273,11 +288,16 @@ impl PacketRing {
         // `tp_mac`/`tp_snaplen` inside the slot before publishing TP_STATUS_USER.
         let r = unsafe {
             let mac = usize::from((*hdr).tp_mac);
-            let len = ((*hdr).tp_snaplen as usize).min(SLOT_SIZE as usize - mac);
-            f(std::slice::from_raw_parts(
-                self.map.as_ptr().add(i as usize * SLOT_SIZE as usize + mac),
-                len,
-            ))
+            let captured = ((*hdr).tp_snaplen as usize).min(self.slot_size as usize - mac);
+            f(
+                std::slice::from_raw_parts(
+                    self.map
+                        .as_ptr()
+                        .add(i as usize * self.slot_size as usize + mac),
+                    captured,
+                ),
+                (*hdr).tp_len,
+            )
         };
         self.status(i)
             .store(libc::TP_STATUS_KERNEL, Ordering::Release);

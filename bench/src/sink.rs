@@ -152,7 +152,7 @@ pub fn run(a: &SinkArgs) -> anyhow::Result<SinkReport> {
     let _ = ring.rx_drops(); // reset
     loop {
         let mut got = 0u32;
-        while let Some(parsed) = ring.rx_next(|f| (f.len(), frame::parse_stamp(f))) {
+        while let Some(parsed) = ring.rx_next(|f, len| (len, frame::parse_stamp(f))) {
             got += 1;
             let (len, stamp) = parsed;
             let Some(s) = stamp else {
@@ -168,7 +168,7 @@ pub fn run(a: &SinkArgs) -> anyhow::Result<SinkReport> {
             }
             last_rx = now;
             r.frames += 1;
-            r.bytes += len as u64;
+            r.bytes += u64::from(len);
             if s.ts_ns != 0 {
                 hist.record(now.saturating_sub(s.ts_ns));
                 seq_min = seq_min.min(s.seq);

@@ -24,6 +24,11 @@ pub struct SinkArgs {
     /// Ring slots.
     #[arg(long, default_value_t = 16384)]
     pub ring: u32,
+    /// When the ring is empty, sleep this many microseconds instead of waiting in `poll` to
+    /// be woken (0: wait). Each wakeup runs in the transmitting path, the device under test's,
+    /// so throughput rows nap; latency rows must not.
+    #[arg(long, default_value_t = 0)]
+    pub nap_us: u32,
     /// Pin the receiving thread to this CPU.
     #[arg(long)]
     pub cpu: Option<usize>,
@@ -190,7 +195,11 @@ pub fn run(a: &SinkArgs) -> anyhow::Result<SinkReport> {
             armed = a.ready_file.as_ref().is_some_and(|p| p.exists());
         }
         if got == 0 {
-            ring.wait(Dir::Rx, 10);
+            if a.nap_us > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(u64::from(a.nap_us)));
+            } else {
+                ring.wait(Dir::Rx, 10);
+            }
         }
     }
     r.ring_drops = ring.rx_drops();

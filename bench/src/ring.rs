@@ -274,9 +274,9 @@ impl PacketRing {
         })
     }
 
-    /// RX: calls `f` on the next received frame's captured bytes (its first
-    /// [`RX_SLOT_SIZE`]-odd bytes) and its length on the wire, if any, and returns the slot to
-    /// the kernel.
+    /// RX: calls `f` on the next received frame, if any, with the bytes captured of it (its
+    /// headers and stamp: slots are 256 bytes) and its length on the wire, and returns the
+    /// slot to the kernel.
     pub fn rx_next<R>(&mut self, f: impl FnOnce(&[u8], u32) -> R) -> Option<R> {
         let i = self.next;
         let st = self.status(i).load(Ordering::Acquire);

@@ -15,7 +15,7 @@ use crate::{
     gen::GenReport,
     report,
     sink::SinkReport,
-    topo::{self, in_ns, CmdLog, Dut, DutKind, Topology},
+    topo::{self, in_ns, ChildGuard, Client, CmdLog, Dut, DutKind, Topology},
     wake::WakeCost,
 };
 
@@ -344,6 +344,28 @@ impl<'a> GenOpts<'a> {
 /// application that sleeps costs each device.
 const SINK_NAP_US: u32 = 200;
 
+/// Starts a sink in client `c` for `secs` of traffic (it stops 0.7 s after the last test
+/// frame), napping between batches unless `woken`.
+fn start_sink(ctx: &Ctx<'_>, c: &Client, secs: f64, woken: bool) -> anyhow::Result<ChildGuard> {
+    let nap_us = if woken { 0 } else { SINK_NAP_US };
+    let args = in_ns(
+        &c.ns,
+        &[
+            &ctx.exe,
+            "sink",
+            "--dev",
+            &c.dev,
+            "--duration",
+            &format!("{}", secs + 4.0),
+            "--idle-exit",
+            "0.7",
+            "--nap-us",
+            &nap_us.to_string(),
+        ],
+    );
+    topo::spawn_piped(ctx.log, &args, false)
+}
+
 fn rate_test(
     ctx: &Ctx<'_>,
     topo: &Topology,
@@ -352,26 +374,9 @@ fn rate_test(
     receivers: &[usize],
 ) -> anyhow::Result<RateOutcome> {
     let d = o.duration.unwrap_or(ctx.duration);
-    let nap_us = SINK_NAP_US.to_string();
     let mut sinks = Vec::new();
     for &r in receivers {
-        let c = &topo.clients[r];
-        let args = in_ns(
-            &c.ns,
-            &[
-                &ctx.exe,
-                "sink",
-                "--dev",
-                &c.dev,
-                "--duration",
-                &format!("{}", d + 4.0),
-                "--idle-exit",
-                "0.7",
-                "--nap-us",
-                if o.sink_woken { "0" } else { &nap_us },
-            ],
-        );
-        sinks.push(topo::spawn_piped(ctx.log, &args, false)?);
+        sinks.push(start_sink(ctx, &topo.clients[r], d, o.sink_woken)?);
     }
     std::thread::sleep(Duration::from_millis(400));
     let c0 = &topo.clients[0];
@@ -511,22 +516,7 @@ fn trafgen(ctx: &Ctx<'_>, topo: &Topology, workdir: &std::path::Path) -> anyhow:
     let body: Vec<String> = tpl.bytes.iter().map(|b| format!("0x{b:02x}")).collect();
     let conf = workdir.join("trafgen.cfg");
     std::fs::write(&conf, format!("{{ {} }}\n", body.join(", ")))?;
-    let sink_args = in_ns(
-        &c1.ns,
-        &[
-            &ctx.exe,
-            "sink",
-            "--dev",
-            &c1.dev,
-            "--duration",
-            &format!("{}", ctx.duration + 4.0),
-            "--idle-exit",
-            "0.7",
-            "--nap-us",
-            &SINK_NAP_US.to_string(),
-        ],
-    );
-    let mut sink = topo::spawn_piped(ctx.log, &sink_args, false)?;
+    let mut sink = start_sink(ctx, c1, ctx.duration, false)?;
     std::thread::sleep(Duration::from_millis(400));
     // trafgen forks per CPU and `timeout` would kill only the parent: own process group.
     let mut tg = topo::spawn_piped(

@@ -1,77 +1,21 @@
-//! The generator and the sink over a veth pair in a namespace of their own: every frame sent
-//! is counted once, with its full length on the wire although the sink captures only the
-//! first bytes of each, and none is reported missing.
+//! The generator and the sink over one client wire of the bench's own topology, with no
+//! device on it: every frame sent from the host end is counted once at the client end, with
+//! its full length on the wire although the sink captures only the first bytes of each, and
+//! none is reported missing.
 //!
 //! Privileged (namespaces, AF_PACKET): runs only with `BRIDGE_PRIVILEGED=1`, as root, which
 //! `cargo xtask test` sets.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bench::{gen::GenReport, sink::SinkReport};
+use bench::{
+    gen::GenReport,
+    sink::SinkReport,
+    topo::{self, in_ns, CmdLog, Topology},
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vwire-bench");
-
-/// A namespace holding a veth pair `a` <-> `b`, deleted on drop (panics included).
-struct Pair {
-    ns: String,
-    a: String,
-    b: String,
-}
-
-fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status().expect("run ip");
-    assert!(st.success(), "ip {args:?} failed");
-}
-
-impl Pair {
-    fn new(tag: &str) -> Self {
-        let pid = std::process::id();
-        let p = Self {
-            ns: format!("vwb-{tag}-{pid}"),
-            a: format!("{tag}a{pid}"),
-            b: format!("{tag}b{pid}"),
-        };
-        ip(&["netns", "add", &p.ns]);
-        ip(&[
-            "-n", &p.ns, "link", "add", &p.a, "type", "veth", "peer", "name", &p.b,
-        ]);
-        for dev in [&p.a, &p.b] {
-            // No IPv6 chatter (router solicitations, MLD) next to the test frames.
-            let sysctl = format!("net.ipv6.conf.{dev}.disable_ipv6=1");
-            let _ = Command::new("ip")
-                .args(["netns", "exec", &p.ns, "sysctl", "-q", "-w", &sysctl])
-                .status();
-            ip(&["-n", &p.ns, "link", "set", dev, "up"]);
-        }
-        p
-    }
-
-    fn bench(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns, BIN]).args(args);
-        c
-    }
-
-    /// Packet sockets open in the namespace (`/proc/net/packet` minus its header line).
-    fn packet_sockets(&self) -> usize {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "cat", "/proc/net/packet"])
-            .output()
-            .expect("read /proc/net/packet");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .count()
-            .saturating_sub(1)
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
 
 fn privileged() -> bool {
     if std::env::var("BRIDGE_PRIVILEGED").as_deref() != Ok("1") {
@@ -84,25 +28,40 @@ fn privileged() -> bool {
     true
 }
 
-/// Sends `count` frames of `size` bytes (with FCS) from `a` and returns what the sink on `b`
-/// and the generator report.
-fn send_and_count(pair: &Pair, size: usize, count: u64) -> (GenReport, SinkReport) {
-    let sink = pair
-        .bench(&[
-            "sink",
-            "--dev",
-            &pair.b,
-            "--duration",
-            "20",
-            "--idle-exit",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the sink");
+/// Sends `count` frames of `size` bytes (with FCS) from the node end of client 0's wire and
+/// returns what the generator and the sink at the client end report.
+fn send_and_count(
+    topo: &Topology,
+    log: &CmdLog,
+    size: usize,
+    count: u64,
+) -> anyhow::Result<(GenReport, SinkReport)> {
+    let c = &topo.clients[0];
+    let mut sink = topo::spawn_piped(
+        log,
+        &in_ns(
+            &c.ns,
+            &[
+                BIN,
+                "sink",
+                "--dev",
+                &c.dev,
+                "--duration",
+                "20",
+                "--idle-exit",
+                "1",
+            ],
+        ),
+        false,
+    )?;
+    // Packet sockets open in the client namespace: the sink's, once it is up.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pair.packet_sockets() == 0 {
-        assert!(
+    while topo::run(log, &in_ns(&c.ns, &["cat", "/proc/net/packet"]))?
+        .lines()
+        .count()
+        < 2
+    {
+        anyhow::ensure!(
             Instant::now() < deadline,
             "the sink never opened its socket"
         );
@@ -111,19 +70,17 @@ fn send_and_count(pair: &Pair, size: usize, count: u64) -> (GenReport, SinkRepor
     // The socket exists before its ring is bound; give it a moment.
     std::thread::sleep(Duration::from_millis(200));
     let (size, count) = (size.to_string(), count.to_string());
-    let gen = pair
-        .bench(&[
-            "gen", "--dev", &pair.a, "--size", &size, "--count", &count, "--rate", "50000",
-        ])
-        .output()
-        .expect("run the generator");
-    assert!(gen.status.success(), "gen failed: {gen:?}");
-    let sink = sink.wait_with_output().expect("wait for the sink");
-    assert!(sink.status.success(), "sink failed: {sink:?}");
-    (
-        serde_json::from_slice(&gen.stdout).expect("gen's JSON"),
-        serde_json::from_slice(&sink.stdout).expect("sink's JSON"),
-    )
+    let gen = topo::run(
+        log,
+        &in_ns(
+            &topo.node,
+            &[
+                BIN, "gen", "--dev", &c.port, "--size", &size, "--count", &count, "--rate", "50000",
+            ],
+        ),
+    )?;
+    let sink = sink.wait_output(Duration::from_secs(30))?;
+    Ok((serde_json::from_str(&gen)?, serde_json::from_str(&sink)?))
 }
 
 #[test]
@@ -131,9 +88,11 @@ fn every_frame_counted_with_its_wire_length() {
     if !privileged() {
         return;
     }
-    let pair = Pair::new("gs");
+    let log = CmdLog::default();
+    let topo = Topology::create(&format!("vwb-gs{}", std::process::id()), 1, &log)
+        .expect("namespaces and a veth pair");
     for (size, count) in [(64usize, 3000u64), (1518, 3000)] {
-        let (gen, sink) = send_and_count(&pair, size, count);
+        let (gen, sink) = send_and_count(&topo, &log, size, count).expect("gen and sink");
         assert_eq!(gen.frames_sent, count, "{size} B: {gen:?}");
         assert_eq!(sink.frames, count, "{size} B: {sink:?}");
         assert_eq!(sink.missing, 0, "{size} B: {sink:?}");

@@ -171,7 +171,10 @@ impl Topology {
                     &c.dev,
                 ]),
             )?;
-            run(log, &in_ns(&ns, &["ethtool", "-K", &c.dev, "tx", "off"]))?;
+            run(
+                log,
+                &in_ns(&ns, &["ethtool", "-K", &c.dev, "tx", "off", "gro", "on"]),
+            )?;
             run(log, &sv(&["ip", "-n", &ns, "link", "set", &c.dev, "up"]))?;
             run(log, &sv(&["ip", "-n", &node, "link", "set", &c.port, "up"]))?;
             topo.clients.push(c);

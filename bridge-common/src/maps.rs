@@ -18,12 +18,41 @@ pub const XDP_STATS: &str = "XDP_STATS";
 /// inter-processor interrupt (see the daemon's `affinity` module).
 pub const WAKE_CPU: &str = "WAKE_CPU";
 
+/// Name of the `Array<FastPort>` indexed by slot: which ports take part in the XDP fast path.
+pub const FAST_PORTS: &str = "FAST_PORTS";
+/// Name of the `HashMap<FastKey, u32 slot>`: the forwarder's learned and static addresses of
+/// fast-path ports, mirrored for the XDP program.
+pub const FAST_FDB: &str = "FAST_FDB";
+/// Name of the `DevMap` indexed by slot: the interface a fast-path frame is redirected to.
+pub const PORT_DEVS: &str = "PORT_DEVS";
+
 /// Most ports one daemon serves.
 pub const MAX_PORTS: u32 = 256;
 /// Most rx queues per port that get a socket; a veth created with more is refused.
 pub const MAX_QUEUES_PER_PORT: u32 = 16;
 /// Entries in [`XSKS`].
 pub const XSKS_ENTRIES: u32 = MAX_PORTS * MAX_QUEUES_PER_PORT;
+
+/// Name of the one-entry `PerCpuArray<CpuLoad>`: how many frames this CPU's XDP program saw
+/// in its current window.
+pub const CPU_LOAD: &str = "CPU_LOAD";
+/// Name of the one-entry `Array<u64>`: until when (`bpf_ktime_get_ns`) the fast path stands
+/// aside because some CPU is busy.
+pub const BUSY_UNTIL: &str = "BUSY_UNTIL";
+/// The fast path carries frames inline only while no CPU has seen more than
+/// [`FAST_PATH_BUSY_FRAMES`] frames in a window of [`FAST_PATH_WINDOW_NS`] for the last two
+/// windows. Inline, the arriving CPU does all the work, the receiver's stack included, with
+/// the least latency; under load the forwarder spreads that work over a second CPU. Any CPU,
+/// not just the arriving one: a TCP stream's ACKs, few and on another CPU than its data,
+/// would otherwise drive the sender's stack from the receiver's CPU (-15 % throughput).
+/// Windows are read from the kernel's coarse clock (`bpf_ktime_get_coarse_ns`, one tick: 4 ms
+/// at HZ=250): the precise clock costs TCP through the forwarder 5 % on these machines.
+pub const FAST_PATH_WINDOW_NS: u64 = 4_000_000;
+/// 128 kpps.
+pub const FAST_PATH_BUSY_FRAMES: u32 = 512;
+
+/// Entries in [`FAST_FDB`]; addresses beyond it keep going through the forwarder.
+pub const FAST_FDB_ENTRIES: u32 = 131_072;
 
 /// Index into [`XSKS`] of the socket for `queue` of the port in `slot`.
 #[inline(always)]
@@ -44,14 +73,68 @@ pub struct XdpPortStats {
     pub passed: u64,
     /// Frames the redirect failed for (counted, then `XDP_ABORTED`).
     pub aborted: u64,
+    /// Frames received on this port that the fast path sent straight to another port.
+    pub fast_rx_frames: u64,
+    pub fast_rx_bytes: u64,
+    /// Frames the fast path sent out of this port.
+    pub fast_tx_frames: u64,
+    pub fast_tx_bytes: u64,
 }
 
-const _: () = assert!(size_of::<XdpPortStats>() == 24);
+const _: () = assert!(size_of::<XdpPortStats>() == 56);
+
+/// A port's part in the fast path: frames go directly between ports of the same nonzero
+/// `segment` (one bridge domain and VLAN, untagged on both wires), up to `max_frame` bytes.
+/// Segment 0: not a fast-path port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastPort {
+    pub segment: u32,
+    pub max_frame: u32,
+}
+
+/// One CPU's frame count in the current window (see [`FAST_PATH_BUSY_FRAMES`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuLoad {
+    pub window_start_ns: u64,
+    pub frames: u64,
+}
+
+/// A station in a segment: the key of [`FAST_FDB`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FastKey {
+    pub segment: u32,
+    pub mac: [u8; 6],
+    /// Always zero: the kernel hashes every byte of a key.
+    pub pad: [u8; 2],
+}
+
+impl FastKey {
+    #[inline(always)]
+    #[must_use]
+    pub const fn new(segment: u32, mac: [u8; 6]) -> Self {
+        Self {
+            segment,
+            mac,
+            pad: [0; 2],
+        }
+    }
+}
+
+const _: () = assert!(size_of::<FastPort>() == 8 && size_of::<FastKey>() == 12);
 
 // SAFETY: `XdpPortStats` is `repr(C)`, `Copy`, made only of `u64`s and has no padding, so
 // every bit pattern is a valid value.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for XdpPortStats {}
+// SAFETY: `repr(C)`, `Copy`, two `u32`s, no padding.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FastPort {}
+// SAFETY: `repr(C)`, `Copy`, a `u32` and 8 bytes, no padding (checked above).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FastKey {}
 
 #[cfg(test)]
 mod tests {

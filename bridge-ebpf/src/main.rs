@@ -1,7 +1,17 @@
 //! vwire's XDP program, attached in driver mode to every port.
 //!
-//! It only steers: look up the ingress port's slot, redirect the frame to the AF_XDP socket
-//! registered for (slot, rx queue), count what happened. All bridging is in userspace.
+//! It steers: look up the ingress port's slot, redirect the frame to the AF_XDP socket
+//! registered for (slot, rx queue), count what happened. Bridging is in userspace.
+//!
+//! With the fast path on, it first tries to send a frame straight to its egress port: an
+//! untagged unicast frame between two ports of one segment (bridge domain and VLAN, access
+//! ports), whose source the forwarder has learned on this very port and whose destination on
+//! another, goes out through `PORT_DEVS` without visiting userspace. Anything else — unknown
+//! or moved stations, broadcast and multicast, tagged frames, frames too long for the egress
+//! port — takes the AF_XDP path, where the forwarder learns, floods and counts drops. So do
+//! all frames while any CPU is busy (`FAST_PATH_BUSY_FRAMES`): inline forwarding runs the
+//! receiver's whole stack on the arriving CPU, and under load the forwarder spreads that work
+//! over a second one.
 //!
 //! - No slot for the interface, or no socket for the queue: `XDP_PASS`, so the kernel keeps
 //!   working (and a misconfiguration shows in the `passed` counter instead of as silence).
@@ -11,12 +21,18 @@
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_MMAPABLE},
-    helpers::bpf_get_smp_processor_id,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
     macros::{map, xdp},
-    maps::{Array, HashMap, PerCpuArray, XskMap},
+    maps::{Array, DevMap, HashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
-use bridge_common::maps::{xsk_index, XdpPortStats, MAX_PORTS, MAX_QUEUES_PER_PORT, XSKS_ENTRIES};
+use bridge_common::{
+    maps::{
+        xsk_index, CpuLoad, FastKey, FastPort, XdpPortStats, FAST_FDB_ENTRIES,
+        FAST_PATH_BUSY_FRAMES, FAST_PATH_WINDOW_NS, MAX_PORTS, MAX_QUEUES_PER_PORT, XSKS_ENTRIES,
+    },
+    wire::{ETHERNET_HEADER_LEN, TPID_8021AD, TPID_8021Q},
+};
 
 #[map(name = "PORT_SLOTS")]
 static PORT_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_PORTS, 0);
@@ -26,6 +42,21 @@ static XSKS: XskMap = XskMap::with_max_entries(XSKS_ENTRIES, 0);
 
 #[map(name = "XDP_STATS")]
 static XDP_STATS: PerCpuArray<XdpPortStats> = PerCpuArray::with_max_entries(MAX_PORTS, 0);
+
+#[map(name = "FAST_PORTS")]
+static FAST_PORTS: Array<FastPort> = Array::with_max_entries(MAX_PORTS, 0);
+
+#[map(name = "FAST_FDB")]
+static FAST_FDB: HashMap<FastKey, u32> = HashMap::with_max_entries(FAST_FDB_ENTRIES, 0);
+
+#[map(name = "PORT_DEVS")]
+static PORT_DEVS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
+
+#[map(name = "CPU_LOAD")]
+static CPU_LOAD: PerCpuArray<CpuLoad> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "BUSY_UNTIL")]
+static BUSY_UNTIL: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map(name = "WAKE_CPU")]
 static WAKE_CPU: Array<u32> = Array::with_max_entries(2, BPF_F_MMAPABLE);
@@ -44,6 +75,9 @@ fn try_vwire_steer(ctx: &XdpContext) -> Result<u32, ()> {
     // SAFETY: the value is a plain u32 copied out before any other map operation.
     let slot = unsafe { PORT_SLOTS.get(&ifindex) }.copied().ok_or(())?;
     let stats = XDP_STATS.get_ptr_mut(slot).ok_or(())?;
+    if let Some(action) = fast_forward(ctx, slot, stats) {
+        return Ok(action);
+    }
     let index = xsk_index(slot, queue);
     if queue >= MAX_QUEUES_PER_PORT || XSKS.get(index).is_none() {
         // SAFETY: per-CPU slot of this CPU; nothing else writes it while this program runs.
@@ -62,6 +96,76 @@ fn try_vwire_steer(ctx: &XdpContext) -> Result<u32, ()> {
             unsafe { (*stats).aborted += 1 };
             Ok(xdp_action::XDP_ABORTED)
         }
+    }
+}
+
+/// Redirects the frame to its egress port if the fast path may carry it (see the module
+/// comment); `None` sends it on to the forwarder.
+#[inline(always)]
+fn fast_forward(ctx: &XdpContext, slot: u32, stats: *mut XdpPortStats) -> Option<u32> {
+    let segment = FAST_PORTS.get(slot)?.segment;
+    if segment == 0 || cpu_is_busy() {
+        return None;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + ETHERNET_HEADER_LEN > end {
+        return None;
+    }
+    // SAFETY: the header's 14 bytes lie before `data_end` (checked above), and packet data
+    // has no alignment requirement for a byte array.
+    let h = unsafe { &*(start as *const [u8; ETHERNET_HEADER_LEN]) };
+    let ethertype = u16::from_be_bytes([h[12], h[13]]);
+    if h[0] & 1 != 0 || ethertype == TPID_8021Q || ethertype == TPID_8021AD {
+        return None;
+    }
+    let dst = [h[0], h[1], h[2], h[3], h[4], h[5]];
+    let src = [h[6], h[7], h[8], h[9], h[10], h[11]];
+    // SAFETY: plain u32 values copied out at once.
+    let learned_here = unsafe { FAST_FDB.get(&FastKey::new(segment, src)) }.copied();
+    if learned_here != Some(slot) {
+        return None;
+    }
+    // SAFETY: as above.
+    let egress = unsafe { FAST_FDB.get(&FastKey::new(segment, dst)) }.copied()?;
+    let out = FAST_PORTS.get(egress)?;
+    let len = (end - start) as u64;
+    if egress == slot || out.segment != segment || len > u64::from(out.max_frame) {
+        return None;
+    }
+    let action = PORT_DEVS.redirect(egress, 0).ok()?;
+    // SAFETY: per-CPU slots of this CPU; nothing else writes them while this program runs.
+    unsafe {
+        (*stats).fast_rx_frames += 1;
+        (*stats).fast_rx_bytes += len;
+        if let Some(tx) = XDP_STATS.get_ptr_mut(egress) {
+            (*tx).fast_tx_frames += 1;
+            (*tx).fast_tx_bytes += len;
+        }
+    }
+    Some(action)
+}
+
+/// Counts this frame in this CPU's window, marks the machine busy for two windows when a
+/// window ends with more than `FAST_PATH_BUSY_FRAMES`, and says whether it is busy.
+#[inline(always)]
+fn cpu_is_busy() -> bool {
+    let (Some(load), Some(until)) = (CPU_LOAD.get_ptr_mut(0), BUSY_UNTIL.get_ptr_mut(0)) else {
+        return true;
+    };
+    // SAFETY: a helper without arguments or side effects.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: `load` is this CPU's own entry, which nothing else writes while this program
+    // runs; `until` is shared, but a plain u64 that racing CPUs set to equally valid times.
+    unsafe {
+        if now.wrapping_sub((*load).window_start_ns) >= FAST_PATH_WINDOW_NS {
+            if (*load).frames > u64::from(FAST_PATH_BUSY_FRAMES) {
+                *until = now + 2 * FAST_PATH_WINDOW_NS;
+            }
+            (*load).frames = 0;
+            (*load).window_start_ns = now;
+        }
+        (*load).frames += 1;
+        now < *until
     }
 }
 

@@ -377,6 +377,22 @@ pub fn interfaces_table(status: &Value) -> String {
     if let Some(kicks) = status.get("tx_thread_kicks").and_then(Value::as_u64) {
         out += &format!("tx thread: {kicks} kicks for the busy forwarder\n");
     }
+    if let Some(full) = status.get("fast_path_table_full").and_then(Value::as_u64) {
+        let ports: Vec<&str> = status
+            .get("interfaces")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|r| r.get("fast_path").and_then(Value::as_bool) == Some(true))
+            .map(|r| s(r, "name"))
+            .collect();
+        let ports = if ports.is_empty() {
+            "no ports".to_owned()
+        } else {
+            ports.join(", ")
+        };
+        out += &format!("fast path: {ports}; {full} addresses did not fit its table\n");
+    }
     out
 }
 
@@ -504,7 +520,7 @@ mod tests {
                 "xdp": {"redirected": 7, "passed": 0}, "kernel": {"rx_ring_full": 0}}],
             "umem": {"frames": 16, "free": 8, "in_fill": 8, "in_tx": 0, "balanced": true},
             "fdb_entries": 1, "fdb": {"learned": 1, "moved": 0, "aged_out": 0, "table_full": 0},
-            "tx_thread_kicks": 3
+            "tx_thread_kicks": 3, "fast_path_table_full": 0
         });
         let t = interfaces_table(&status);
         assert!(t.contains("vw-a"), "{t}");
@@ -513,6 +529,7 @@ mod tests {
         assert!(!t.contains("same_port"), "{t}");
         assert!(t.contains("umem: 16 frames, 8 free"), "{t}");
         assert!(t.contains("tx thread: 3 kicks"), "{t}");
+        assert!(t.contains("fast path: no ports; 0 addresses"), "{t}");
         let fdb = serde_json::json!({"entries": [{"domain": "vwire", "mac": "02:00:00:00:00:0a", "vlan": 1,
             "port": "vw-a", "age_secs": 3, "static": false}]});
         let t = fdb_table(&fdb);

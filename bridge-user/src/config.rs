@@ -10,6 +10,7 @@
 //! spin_us = 20                  # optional: keep polling this long after traffic
 //! follow_wakeups = true         # optional: sleep on the CPU that will wake us (see `affinity`)
 //! tx_thread = true              # optional: a second thread transmits when busy (see `txhelper`)
+//! fast_path = true              # optional: XDP forwards known unicast between access ports (see `fastpath`)
 //! metrics_listen = "127.0.0.1:9469"  # optional: Prometheus /metrics and /healthz
 //!
 //! [[bridge_domain]]
@@ -59,6 +60,7 @@ struct ConfigFile {
     spin_us: Option<u64>,
     follow_wakeups: Option<bool>,
     tx_thread: Option<bool>,
+    fast_path: Option<bool>,
     metrics_listen: Option<String>,
     #[serde(default)]
     bridge_domain: Vec<DomainFile>,
@@ -106,6 +108,8 @@ pub struct BridgeConfig {
     pub follow_wakeups: bool,
     /// Split transmitting under load between the forwarder and a second thread.
     pub tx_thread: bool,
+    /// Let the XDP program forward known unicast between access ports itself (`fastpath`).
+    pub fast_path: bool,
     /// Where to serve `/metrics` and `/healthz`; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub domains: Vec<DomainConfig>,
@@ -313,6 +317,7 @@ impl BridgeConfig {
             spin: Duration::from_micros(spin),
             follow_wakeups: file.follow_wakeups.unwrap_or(true),
             tx_thread: file.tx_thread.unwrap_or(true),
+            fast_path: file.fast_path.unwrap_or(true),
             metrics_listen,
             domains,
         })
@@ -338,6 +343,7 @@ mod tests {
         assert_eq!(c.frame_size, 2048);
         assert!(c.follow_wakeups);
         assert!(c.tx_thread);
+        assert!(c.fast_path);
         assert_eq!(
             c.domains,
             vec![DomainConfig {
@@ -356,7 +362,7 @@ mod tests {
     #[test]
     fn every_knob_is_read() {
         let c = BridgeConfig::from_toml(
-            "fdb_max_age_secs = 10\nfdb_max_entries = 5\numem_frames = 2048\nframe_size = 4096\nring_size = 256\nspin_us = 0\nfollow_wakeups = false\ntx_thread = false\n\
+            "fdb_max_age_secs = 10\nfdb_max_entries = 5\numem_frames = 2048\nframe_size = 4096\nring_size = 256\nspin_us = 0\nfollow_wakeups = false\ntx_thread = false\nfast_path = false\n\
              [[bridge_domain]]\nname = \"x\"\nports = [\"a\"]\n[[bridge_domain]]\nname = \"y\"\nports = [\"b\"]\n",
         )
         .unwrap();
@@ -380,6 +386,7 @@ mod tests {
                 2
             )
         );
+        assert!(!c.follow_wakeups && !c.tx_thread && !c.fast_path);
     }
 
     #[test]

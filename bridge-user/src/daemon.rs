@@ -13,7 +13,7 @@ use std::{
 };
 
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{
     config::BridgeConfig,
@@ -74,7 +74,7 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
         info!(error = %e, "could not raise RLIMIT_MEMLOCK; fine on Linux 5.11+");
     }
     let listener = server::bind(socket_path)?;
-    let loader = Loader::load()?;
+    let mut loader = Loader::load()?;
     let umem = Umem::new(config.umem_frames, config.frame_size)?;
 
     let (commands_tx, commands_rx) = crossbeam_channel::bounded(64);
@@ -102,6 +102,15 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
     );
     for domain in &config.domains {
         forwarder.ensure_domain(&domain.name);
+    }
+    if config.fast_path {
+        let enabled = loader
+            .take_fast_path()
+            .map_err(|e| server::chain(&e))
+            .and_then(|fast| forwarder.enable_fast_path(fast).map_err(|e| e.to_string()));
+        if let Err(e) = enabled {
+            warn!(error = %e, "no XDP fast path; every frame goes through the forwarder");
+        }
     }
     if config.follow_wakeups {
         let followed = loader

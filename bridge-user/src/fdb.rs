@@ -62,6 +62,9 @@ pub struct Fdb {
     per_port_limit: u32,
     /// Learned (not static) entries per port, indexed by slot.
     per_port: Vec<u32>,
+    /// Every change since the last [`Fdb::take_changes`], when someone mirrors the table
+    /// (the XDP fast path): `Some(port)` for an address added or moved, `None` removed.
+    changes: Option<Vec<(FdbKey, Option<PortId>)>>,
 }
 
 impl Fdb {
@@ -75,6 +78,36 @@ impl Fdb {
             capacity,
             per_port_limit,
             per_port: Vec::new(),
+            changes: None,
+        }
+    }
+
+    /// Starts recording changes for [`Fdb::take_changes`], beginning with every entry held.
+    pub fn record_changes(&mut self) {
+        self.changes = Some(
+            self.entries
+                .iter()
+                .map(|(k, e)| (*k, Some(e.port)))
+                .collect(),
+        );
+    }
+
+    /// The changes recorded since the last call, oldest first; empty when not recording.
+    pub fn take_changes(&mut self) -> impl Iterator<Item = (FdbKey, Option<PortId>)> + '_ {
+        self.changes
+            .iter_mut()
+            .flat_map(|changes| changes.drain(..))
+    }
+
+    /// Whether changes are waiting for [`Fdb::take_changes`].
+    #[must_use]
+    pub fn has_changes(&self) -> bool {
+        self.changes.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
+    fn changed(&mut self, key: FdbKey, port: Option<PortId>) {
+        if let Some(changes) = &mut self.changes {
+            changes.push((key, port));
         }
     }
 
@@ -131,6 +164,7 @@ impl Fdb {
             }
         };
         *self.count(port) += 1;
+        self.changed(key, Some(port));
         outcome
     }
 
@@ -152,10 +186,14 @@ impl Fdb {
     fn retain(&mut self, mut keep: impl FnMut(&FdbKey, &FdbEntry) -> bool) -> usize {
         let before = self.entries.len();
         let per_port = &mut self.per_port;
+        let mut changes = self.changes.as_mut();
         self.entries.retain(|k, e| {
             let kept = keep(k, e);
             if !kept && !e.is_static {
                 per_port[e.port.0 as usize] -= 1;
+            }
+            if let (false, Some(changes)) = (kept, changes.as_deref_mut()) {
+                changes.push((*k, None));
             }
             kept
         });
@@ -196,6 +234,7 @@ impl Fdb {
         if let Some(old) = replaced.filter(|e| !e.is_static) {
             *self.count(old.port) -= 1;
         }
+        self.changed(key, Some(port));
     }
 
     #[must_use]
@@ -391,5 +430,37 @@ mod tests {
         fdb.learn(key(2), PortId(1), t0);
         assert_eq!(fdb.flush_port(PortId(0)), 1);
         assert_eq!(fdb.lookup(&key(2), t0), Lookup::Hit(PortId(1)));
+    }
+
+    #[test]
+    fn records_every_change_for_a_mirror() {
+        let t0 = Instant::now();
+        let mut fdb = Fdb::new(AGE, 16, 16);
+        fdb.learn(key(1), PortId(0), t0);
+        assert_eq!(fdb.take_changes().count(), 0, "not recording yet");
+        fdb.record_changes();
+        assert_eq!(
+            fdb.take_changes().collect::<Vec<_>>(),
+            [(key(1), Some(PortId(0)))],
+            "recording starts with what the table holds"
+        );
+        fdb.learn(key(1), PortId(0), t0);
+        assert!(!fdb.has_changes(), "a refresh changes nothing");
+        fdb.learn(key(1), PortId(1), t0);
+        fdb.learn(key(2), PortId(0), t0);
+        fdb.insert_static(key(3), PortId(2), t0);
+        fdb.flush_port(PortId(0));
+        fdb.expire(t0 + AGE + Duration::from_secs(1));
+        assert_eq!(
+            fdb.take_changes().collect::<Vec<_>>(),
+            [
+                (key(1), Some(PortId(1))),
+                (key(2), Some(PortId(0))),
+                (key(3), Some(PortId(2))),
+                (key(2), None),
+                (key(1), None),
+            ]
+        );
+        assert!(!fdb.has_changes());
     }
 }

@@ -31,12 +31,14 @@ use crate::{
         Command, DomainPortRow, DomainRow, EntrySelector, FdbRow, InterfaceRow, PortAdded,
         PortGone, PortRemoved, PortSpec, StaticEntry, Status, UmemRow,
     },
+    fastpath::{self, FastPath},
     fdb::{Fdb, FdbKey, Learned, Lookup},
     frames::Frames,
     metrics::{DropReason, FdbCounters},
     port::{self, DomainId, Port, PortId},
     txhelper::{self, TxHelper},
     vlan::{self, Egress, PortMode},
+    xdp_features::{self, XdpFeatures},
     xsk::{self, sys::EventFd, Desc, Socket, SocketConfig, Umem},
 };
 
@@ -237,6 +239,8 @@ pub struct Forwarder {
     awake_since: Instant,
     /// Ports with unsent frames on their tx ring after this turn's `transmit`s.
     to_kick: Vec<usize>,
+    /// The XDP fast path's maps and a way to ask which ports can take redirected frames.
+    fast_path: Option<(FastPath, XdpFeatures)>,
 }
 
 impl Forwarder {
@@ -272,6 +276,7 @@ impl Forwarder {
             tx_helper: None,
             awake_since: Instant::now(),
             to_kick: Vec::with_capacity(bridge_common::maps::MAX_PORTS as usize),
+            fast_path: None,
         };
         fwd.ports_changed();
         fwd
@@ -306,6 +311,67 @@ impl Forwarder {
         }
         self.tx_helper = Some(helper);
         Ok(())
+    }
+
+    /// Lets the XDP program forward frames between access ports itself (see `fastpath`);
+    /// from now on the forwarder mirrors its FDB and ports into the program's maps.
+    ///
+    /// # Errors
+    /// The kernel cannot say which interfaces take redirected frames (no `netdev` netlink
+    /// family before Linux 6.3).
+    pub fn enable_fast_path(&mut self, fast: FastPath) -> std::io::Result<()> {
+        self.fast_path = Some((fast, XdpFeatures::open()?));
+        self.fdb.record_changes();
+        for slot in 0..self.ports.len() {
+            self.update_fast_path(PortId::from_index(slot), true);
+        }
+        self.sync_fast_path();
+        Ok(())
+    }
+
+    /// Puts the port in `slot` in the fast path, or takes it out, as its mode, MTU and
+    /// interface allow now. A port joins only while its interface takes redirected frames;
+    /// `changed` rewrites its entry even if it is in already (a new MTU).
+    fn update_fast_path(&mut self, slot: PortId, changed: bool) {
+        let (Some((fast, features)), Some(Some(port))) =
+            (&mut self.fast_path, self.ports.get_mut(slot.0 as usize))
+        else {
+            return;
+        };
+        let segment = fastpath::port_segment(port.domain, &port.mode);
+        let takes_redirects = match features.of(port.ifindex) {
+            Ok(bits) => bits & xdp_features::NDO_XMIT != 0,
+            Err(e) => {
+                debug!(port = %port.name, error = %e, "cannot read the interface's XDP features");
+                false
+            }
+        };
+        match (segment, takes_redirects) {
+            (Some(segment), true) if changed || !port.in_fast_path => {
+                if !port.in_fast_path {
+                    info!(port = %port.name, "in the XDP fast path");
+                }
+                fast.join(slot, port.ifindex, segment, port::max_frame_len(port.mtu));
+                port.in_fast_path = true;
+            }
+            (Some(_), true) => {}
+            (Some(_), false) if port.in_fast_path => {
+                warn!(port = %port.name, "the interface no longer takes XDP-redirected frames (a veth whose peer turned GRO off?): its frames go through the forwarder");
+                fast.leave(slot);
+                port.in_fast_path = false;
+            }
+            (Some(_), false) => {
+                debug!(port = %port.name, "not in the XDP fast path: the interface does not take redirected frames (for a veth: turn GRO on at the other end)");
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// Mirrors the FDB's changes into the fast path's address table.
+    fn sync_fast_path(&mut self) {
+        if let (Some((fast, _)), true) = (&mut self.fast_path, self.fdb.has_changes()) {
+            fast.apply(self.fdb.take_changes());
+        }
     }
 
     /// Creates a bridge domain if it does not exist yet.
@@ -393,7 +459,9 @@ impl Forwarder {
             sockets,
             tx_stage: Vec::new(),
             counters: Default::default(),
+            in_fast_path: false,
         });
+        self.update_fast_path(id, true);
         self.ports_changed();
         self.top_up_idle();
         Ok(PortAdded {
@@ -414,6 +482,9 @@ impl Forwarder {
             .ok_or_else(|| PortError::Unknown(name.to_owned()))?;
         let port = self.ports[slot].take().expect("found above");
         let id = PortId::from_index(slot);
+        if let (Some((fast, _)), true) = (&mut self.fast_path, port.in_fast_path) {
+            fast.leave(id);
+        }
         self.domains[usize::from(port.domain.0)]
             .members
             .retain(|&m| m != id);
@@ -483,6 +554,7 @@ impl Forwarder {
             if !self.apply_commands(now) {
                 break;
             }
+            self.sync_fast_path();
             if work {
                 last_work = now;
             } else if now.duration_since(last_work) >= self.config.spin {
@@ -517,6 +589,7 @@ impl Forwarder {
             self.last_housekeeping = now;
             self.housekeeping(now);
         }
+        self.sync_fast_path();
         debug_assert!(self.accounting().balanced(), "{:?}", self.accounting());
         work
     }
@@ -525,17 +598,25 @@ impl Forwarder {
     fn housekeeping(&mut self, now: Instant) {
         self.fdb_counters.aged_out += self.fdb.expire(now) as u64;
         let max_mtu = port::max_mtu(self.umem.frame_size());
-        for p in self.ports.iter_mut().flatten() {
+        let mut mtu_changed = Vec::new();
+        for (slot, p) in self.ports.iter_mut().enumerate() {
+            let Some(p) = p else { continue };
             let Ok(mtu) = port::mtu(&p.name) else {
                 continue;
             };
             if mtu != p.mtu {
+                mtu_changed.push(slot);
                 p.mtu = mtu;
                 if mtu > max_mtu {
                     warn!(port = %p.name, mtu, max_mtu, "MTU raised above what a UMEM frame holds; longer frames from this port are dropped by AF_XDP (kernel.rx_dropped)");
                 } else {
                     info!(port = %p.name, mtu, "MTU changed");
                 }
+            }
+        }
+        if self.fast_path.is_some() {
+            for slot in 0..self.ports.len() {
+                self.update_fast_path(PortId::from_index(slot), mtu_changed.contains(&slot));
             }
         }
         let gone: Vec<String> = self
@@ -1061,6 +1142,7 @@ impl Forwarder {
                     mtu: p.mtu,
                     mode: p.mode.to_string(),
                     counters: p.counters,
+                    fast_path: p.in_fast_path,
                     xdp: Default::default(),
                     kernel,
                 }
@@ -1079,6 +1161,7 @@ impl Forwarder {
             fdb_entries: self.fdb.len(),
             fdb: self.fdb_counters,
             tx_thread_kicks: self.tx_helper.as_ref().map(TxHelper::kicks),
+            fast_path_table_full: self.fast_path.as_ref().map(|(f, _)| f.table_full),
         }
     }
 

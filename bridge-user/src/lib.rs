@@ -14,6 +14,8 @@ pub mod config;
 pub mod control;
 /// Start-up, shutdown and signal handling.
 pub mod daemon;
+/// The XDP fast path's maps, mirrored from the forwarder's ports and FDB.
+pub mod fastpath;
 /// The MAC learning table.
 pub mod fdb;
 /// The per-frame loop: classify, learn, look up, stage, transmit.
@@ -32,6 +34,8 @@ pub mod txhelper;
 pub mod uplink;
 /// 802.1Q classification, membership and in-place tag push/pop.
 pub mod vlan;
+/// What XDP an interface supports, from the kernel's `netdev` netlink family.
+pub mod xdp_features;
 /// AF_XDP sockets, rings and the UMEM: the daemon's unsafe code. Elsewhere only three
 /// `forward` functions call `Umem`'s unsafe frame accessors (each states why it owns the
 /// frame), and `cni::ethtool` makes one ioctl.

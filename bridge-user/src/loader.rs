@@ -12,7 +12,8 @@ use aya::{
     Ebpf, EbpfError,
 };
 use bridge_common::maps::{
-    xsk_index, XdpPortStats, MAX_QUEUES_PER_PORT, PORT_SLOTS, XDP_STATS, XSKS,
+    xsk_index, XdpPortStats, FAST_FDB, FAST_PORTS, MAX_QUEUES_PER_PORT, PORT_DEVS, PORT_SLOTS,
+    XDP_STATS, XSKS,
 };
 
 use crate::control::XdpRow;
@@ -178,6 +179,26 @@ impl Loader {
         Ok(crate::affinity::WakeCpu::new(map))
     }
 
+    /// Hands the fast path's maps to their keeper, the forwarder (see `fastpath`).
+    ///
+    /// # Errors
+    /// A map is missing from the program.
+    pub fn take_fast_path(&mut self) -> Result<crate::fastpath::FastPath, LoaderError> {
+        let mut take = |name: &'static str| {
+            self.ebpf.take_map(name).ok_or(LoaderError::Map {
+                name,
+                source: aya::maps::MapError::InvalidName { name: name.into() },
+            })
+        };
+        let (ports, fdb, devs) = (take(FAST_PORTS)?, take(FAST_FDB)?, take(PORT_DEVS)?);
+        let wrap = |name: &'static str| move |source| LoaderError::Map { name, source };
+        Ok(crate::fastpath::FastPath::new(
+            ports.try_into().map_err(wrap(FAST_PORTS))?,
+            fdb.try_into().map_err(wrap(FAST_FDB))?,
+            devs.try_into().map_err(wrap(PORT_DEVS))?,
+        ))
+    }
+
     /// Undoes `attach` and `register_port`: detaches XDP (if the interface still exists)
     /// and clears the port's slot entry, so a reused ifindex starts clean.
     pub fn forget_port(&mut self, port: &str, slot: u32, ifindex: u32) {
@@ -216,6 +237,10 @@ impl Loader {
                 row.redirected += s.redirected;
                 row.passed += s.passed;
                 row.aborted += s.aborted;
+                row.fast_rx_frames += s.fast_rx_frames;
+                row.fast_rx_bytes += s.fast_rx_bytes;
+                row.fast_tx_frames += s.fast_tx_frames;
+                row.fast_tx_bytes += s.fast_tx_bytes;
             }
         }
         row

@@ -223,6 +223,7 @@ pub fn render_prometheus(status: &Status) -> String {
             ("redirected", r.xdp.redirected),
             ("passed", r.xdp.passed),
             ("aborted", r.xdp.aborted),
+            ("fast_forwarded", r.xdp.fast_rx_frames),
         ] {
             xdp.push((format!("{{{},action=\"{action}\"}}", port(r)), n));
         }
@@ -294,6 +295,14 @@ pub fn render_prometheus(status: &Status) -> String {
             &mut std::iter::once((String::new(), kicks)),
         );
     }
+    if let Some(full) = status.fast_path_table_full {
+        family(
+            "vwire_fast_path_table_full_total",
+            "counter",
+            "Addresses the XDP fast path's table had no room for (their frames go through the forwarder).",
+            &mut std::iter::once((String::new(), full)),
+        );
+    }
     let u = status.umem;
     family(
         "vwire_umem_frames",
@@ -329,10 +338,11 @@ mod tests {
                 mtu: 1500,
                 mode: "access vlan 1".into(),
                 counters,
+                fast_path: true,
                 xdp: XdpRow {
                     redirected: 8,
-                    passed: 0,
-                    aborted: 0,
+                    fast_rx_frames: 5,
+                    ..Default::default()
                 },
                 kernel: Default::default(),
             }],
@@ -349,6 +359,7 @@ mod tests {
                 ..Default::default()
             },
             tx_thread_kicks: Some(3),
+            fast_path_table_full: Some(0),
         };
         let text = render_prometheus(&status);
         assert!(text.contains("# TYPE vwire_port_rx_frames_total counter\nvwire_port_rx_frames_total{port=\"vw-a\",domain=\"wire\"} 7\n"), "{text}");
@@ -372,6 +383,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("vwire_tx_thread_kicks_total 3\n"), "{text}");
+        assert!(text.contains("vwire_port_xdp_frames_total{port=\"vw-a\",domain=\"wire\",action=\"fast_forwarded\"} 5"), "{text}");
+        assert!(
+            text.contains("vwire_fast_path_table_full_total 0\n"),
+            "{text}"
+        );
         assert!(
             text.contains("vwire_umem_frames{state=\"fill\"} 8"),
             "{text}"

@@ -211,6 +211,12 @@ pub struct XdpRow {
     pub passed: u64,
     /// Frames whose redirect failed.
     pub aborted: u64,
+    /// Frames the fast path took from this port straight to another (also in `rx_frames`).
+    pub fast_rx_frames: u64,
+    pub fast_rx_bytes: u64,
+    /// Frames the fast path sent out of this port (also in `tx_frames`).
+    pub fast_tx_frames: u64,
+    pub fast_tx_bytes: u64,
 }
 
 /// One port in `show interfaces`.
@@ -227,6 +233,8 @@ pub struct InterfaceRow {
     pub mode: String,
     #[serde(flatten)]
     pub counters: PortCounters,
+    /// Whether the XDP fast path carries frames to and from this port.
+    pub fast_path: bool,
     pub xdp: XdpRow,
     /// The kernel's AF_XDP counters, summed over the port's sockets.
     pub kernel: SocketStats,
@@ -251,6 +259,8 @@ pub struct Status {
     pub fdb: FdbCounters,
     /// Kicks made by the tx thread; `None` with `tx_thread = false`.
     pub tx_thread_kicks: Option<u64>,
+    /// Addresses the fast path's table had no room for; `None` with `fast_path = false`.
+    pub fast_path_table_full: Option<u64>,
 }
 
 /// One bridge domain in `show bridge-domains`.

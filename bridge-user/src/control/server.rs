@@ -207,6 +207,11 @@ impl Handle {
         let loader = self.loader.lock().await;
         for row in &mut status.interfaces {
             row.xdp = loader.xdp_stats(row.slot);
+            // Interface counters count every frame, whichever path carried it.
+            row.counters.rx_frames += row.xdp.fast_rx_frames;
+            row.counters.rx_bytes += row.xdp.fast_rx_bytes;
+            row.counters.tx_frames += row.xdp.fast_tx_frames;
+            row.counters.tx_bytes += row.xdp.fast_tx_bytes;
         }
         Ok(status)
     }

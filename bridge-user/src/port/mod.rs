@@ -42,6 +42,8 @@ pub struct Port {
     /// at the end of the turn: one ring write and one kick per port per turn.
     pub tx_stage: Vec<xsk::Desc>,
     pub counters: PortCounters,
+    /// Whether the XDP fast path sends frames straight to and from this port (`fastpath`).
+    pub in_fast_path: bool,
 }
 
 /// Counts an interface's (real) rx queues: one socket must be bound per queue, or frames

@@ -1,0 +1,151 @@
+//! The XDP fast path's maps, kept in step by the forwarder (config `fast_path`).
+//!
+//! The XDP program sends an untagged unicast frame straight from one access port to another
+//! of the same bridge domain and VLAN (a *segment*) when the forwarder has learned its source
+//! on the ingress port and its destination on the egress port; everything else still comes
+//! to the forwarder, which learns, floods and counts. So the forwarder mirrors every change
+//! to its FDB ([`crate::fdb::Fdb::take_changes`]) into `FAST_FDB`, and each fast-path port's
+//! segment and largest frame into `FAST_PORTS`.
+//!
+//! Only ports whose kernel can take redirected frames join (`xdp_features` has `NDO_XMIT`:
+//! for a veth, its peer has GRO on or an XDP program; see [`crate::xdp_features`]). Without
+//! that the redirect would lose the frame.
+
+use aya::maps::{Array, DevMap, HashMap, MapData};
+use bridge_common::maps::{FastKey, FastPort};
+use tracing::warn;
+
+use crate::{
+    fdb::FdbKey,
+    port::{DomainId, PortId},
+    vlan::PortMode,
+};
+
+/// The fast path's three maps, taken from the loaded program.
+pub struct FastPath {
+    ports: Array<MapData, FastPort>,
+    fdb: HashMap<MapData, FastKey, u32>,
+    devs: DevMap<MapData>,
+    /// Addresses `FAST_FDB` had no room for (they keep going through the forwarder).
+    pub table_full: u64,
+}
+
+/// The segment of a VLAN of a bridge domain: never 0, which means "not a fast-path port".
+#[must_use]
+pub fn segment(domain: DomainId, vlan: bridge_common::wire::VlanId) -> u32 {
+    1 + (u32::from(domain.0) << 12 | u32::from(vlan.get()))
+}
+
+/// The segment a port's frames stay in, if its frames may use the fast path: access ports
+/// only (trunk frames are tagged and untagged by the forwarder).
+#[must_use]
+pub fn port_segment(domain: DomainId, mode: &PortMode) -> Option<u32> {
+    match mode {
+        PortMode::Access(vlan) => Some(segment(domain, *vlan)),
+        PortMode::Trunk { .. } => None,
+    }
+}
+
+impl std::fmt::Debug for FastPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastPath")
+            .field("table_full", &self.table_full)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FastPath {
+    #[must_use]
+    pub fn new(
+        ports: Array<MapData, FastPort>,
+        fdb: HashMap<MapData, FastKey, u32>,
+        devs: DevMap<MapData>,
+    ) -> Self {
+        Self {
+            ports,
+            fdb,
+            devs,
+            table_full: 0,
+        }
+    }
+
+    /// Lets frames of `segment` up to `max_frame` bytes go straight to and from `slot`.
+    pub fn join(&mut self, slot: PortId, ifindex: u32, segment: u32, max_frame: u32) {
+        let joined = self
+            .devs
+            .set(slot.0, ifindex, None, 0)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                self.ports
+                    .set(slot.0, FastPort { segment, max_frame }, 0)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = joined {
+            warn!(%slot, error = %e, "cannot add the port to the XDP fast path; its frames go through the forwarder");
+            self.leave(slot);
+        }
+    }
+
+    /// Sends every frame from and to `slot` through the forwarder again.
+    pub fn leave(&mut self, slot: PortId) {
+        if let Err(e) = self.ports.set(slot.0, FastPort::default(), 0) {
+            warn!(%slot, error = %e, "cannot take the port out of the XDP fast path");
+        }
+    }
+
+    /// Applies FDB changes: `Some(port)` adds or moves an address, `None` removes it.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = (FdbKey, Option<PortId>)>) {
+        for (key, port) in changes {
+            let fast = FastKey::new(segment(key.domain, key.vlan), key.mac.0);
+            match port {
+                Some(port) => {
+                    if let Err(e) = self.fdb.insert(fast, port.0, 0) {
+                        if self.table_full == 0 {
+                            warn!(error = %e, "the XDP fast path's address table is full; further addresses go through the forwarder");
+                        }
+                        self.table_full += 1;
+                    }
+                }
+                // Absent already is fine: removals of addresses that never made it in.
+                None => drop(self.fdb.remove(&fast)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bridge_common::wire::VlanId;
+
+    use super::*;
+
+    #[test]
+    fn segments_are_nonzero_and_tell_domains_and_vlans_apart() {
+        let v = |n| VlanId::new(n).unwrap();
+        let all = [
+            segment(DomainId(0), v(1)),
+            segment(DomainId(0), v(4094)),
+            segment(DomainId(1), v(1)),
+            segment(DomainId(255), v(4094)),
+        ];
+        assert!(all.iter().all(|&s| s != 0));
+        let mut unique = all.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), all.len());
+    }
+
+    #[test]
+    fn only_access_ports_have_a_segment() {
+        let access = PortMode::Access(VlanId::new(100).unwrap());
+        assert_eq!(
+            port_segment(DomainId(0), &access),
+            Some(segment(DomainId(0), VlanId::new(100).unwrap()))
+        );
+        let trunk = PortMode::Trunk {
+            allowed: crate::vlan::VlanSet::default(),
+            native: Some(VlanId::DEFAULT),
+        };
+        assert_eq!(port_segment(DomainId(0), &trunk), None);
+    }
+}

@@ -3,6 +3,10 @@
 //! Both set `BRIDGE_PRIVILEGED=1`, so the privileged tests (network namespaces, veths, XDP)
 //! run instead of skipping, and both therefore refuse to start unless we are root: a skipped
 //! privileged test must never look like a passed one.
+//!
+//! `cargo xtask test` runs bridge-user's integration tests twice: once on the forwarder's path,
+//! once with GRO on at every client end (`VWIRE_TEST_FAST_PATH=1`), where the XDP fast path
+//! carries known unicast. Every behaviour must hold on both.
 
 use std::ffi::OsString;
 
@@ -51,8 +55,14 @@ pub fn test(opts: Options) -> Result<()> {
     setup::ensure()?;
     run(cargo()
         .args(["test", "--workspace", "--exclude", "bridge-ebpf"])
-        .args(opts.args)
-        .env("BRIDGE_PRIVILEGED", "1"))
+        .args(&opts.args)
+        .env("BRIDGE_PRIVILEGED", "1"))?;
+    eprintln!("== bridge-user's integration tests again, on the XDP fast path");
+    run(cargo()
+        .args(["test", "-p", "bridge-user", "--test", "*"])
+        .args(&opts.args)
+        .env("BRIDGE_PRIVILEGED", "1")
+        .env("VWIRE_TEST_FAST_PATH", "1"))
 }
 
 /// Only bridge-user's integration tests (`bridge-user/tests/`).

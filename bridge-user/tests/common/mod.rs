@@ -211,9 +211,18 @@ pub struct TopologyBuilder {
     test_id: u8,
     clients: usize,
     queues: u32,
+    gro: bool,
 }
 
 impl TopologyBuilder {
+    /// Turn GRO on at every client end, which lets the host ends take XDP-redirected frames:
+    /// the daemon's fast path then carries known unicast between them. Default: off, unless
+    /// `VWIRE_TEST_FAST_PATH` is set (`cargo xtask test` runs every test both ways).
+    pub fn gro(mut self, on: bool) -> Self {
+        self.gro = on;
+        self
+    }
+
     /// Number of client wires (default 2).
     pub fn clients(mut self, n: usize) -> Self {
         assert!((1..=9).contains(&n), "1 to 9 clients");
@@ -270,6 +279,10 @@ impl TopologyBuilder {
             // Without this the client sends TCP/UDP with partial checksums, which arrive bad
             // after a trip through AF_XDP (see PLATFORM.md).
             ns_run(&client.ns, &["ethtool", "-K", CLIENT_IF, "tx", "off"]);
+            if self.gro {
+                // The client end takes XDP-redirected frames: its port joins the fast path.
+                ns_run(&client.ns, &["ethtool", "-K", CLIENT_IF, "gro", "on"]);
+            }
             let cidr = format!("{}/24", client.ip);
             ns_run(&client.ns, &["ip", "addr", "add", &cidr, "dev", CLIENT_IF]);
             ns_run(&client.ns, &["ip", "link", "set", CLIENT_IF, "up"]);
@@ -336,6 +349,7 @@ impl Topology {
             test_id,
             clients: 2,
             queues: 1,
+            gro: std::env::var_os("VWIRE_TEST_FAST_PATH").is_some(),
         }
     }
 

@@ -296,7 +296,7 @@ fn add_two_pods_ping_check_del_twice() {
         .as_str()
         .expect("host end");
 
-    // The pod end as the seed shows it, with TX checksum offload off.
+    // The pod end as the seed shows it, with TX checksum offload off and GRO on.
     let addr = ns_run(&a, &["ip", "addr", "show", "nsm-1"]);
     assert!(
         addr.contains("inet 172.16.2.1/24 brd 172.16.2.255"),
@@ -308,6 +308,10 @@ fn add_two_pods_ping_check_del_twice() {
     );
     let features = ns_run(&a, &["ethtool", "-k", "nsm-1"]);
     assert!(features.contains("tx-checksumming: off"), "{features}");
+    assert!(
+        features.contains("generic-receive-offload: on"),
+        "{features}"
+    );
     let mut ports = node.ports();
     ports.sort();
     let mut want = vec![

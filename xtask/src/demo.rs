@@ -10,6 +10,8 @@
 //! TX checksum offload is turned off on every `nsm-1` (`ethtool -K nsm-1 tx off`): a veth
 //! peer sends TCP/UDP with a partial checksum, and forwarded through AF_XDP unchanged the
 //! receiver drops it. Whatever creates a client wire must do this (see README, Known limits).
+//! GRO is turned on there (`gro on`), as the CNI plugin does: then the host end takes
+//! XDP-redirected frames and the daemon's fast path carries the clients' known unicast.
 //!
 //! All names carry our pid, so runs never collide, and a [`Topology`] guard deletes the
 //! namespaces, veths and temp dir however the demo ends; Ctrl-C ends it through the same path.
@@ -148,6 +150,22 @@ pub fn demo(opts: &Options) -> Result<()> {
             Ok(Some(out))
         });
     }
+    interrupted()?;
+    checks.check("the XDP fast path carried known unicast", || {
+        let json = topo.show(&vwire, "interfaces", true)?;
+        let status: serde_json::Value = serde_json::from_str(&json)
+            .with_context(|| format!("parsing `vwire show interfaces --json`: {json}"))?;
+        let fast: u64 = status["interfaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["xdp"]["fast_rx_frames"].as_u64())
+            .sum();
+        if fast == 0 {
+            bail!("no frame took the fast path: {json}");
+        }
+        Ok(Some(format!("{fast} frames went port to port in XDP")))
+    });
     interrupted()?;
     match topo.fdb(&vwire) {
         Ok(fdb) => {
@@ -331,7 +349,7 @@ impl Topology {
         // Required: see the module doc.
         run(Command::new("ip")
             .args([
-                "netns", "exec", &ns, "ethtool", "-K", CLIENT_IF, "tx", "off",
+                "netns", "exec", &ns, "ethtool", "-K", CLIENT_IF, "tx", "off", "gro", "on",
             ])
             .stdout(Stdio::null()))?;
         println!(

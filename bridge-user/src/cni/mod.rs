@@ -251,13 +251,17 @@ fn add(env: &Env, stdin: &[u8]) -> Result<Value, CniError> {
     ))
 }
 
-/// In the pod's namespace: addresses, TX checksum offload off, link up.
+/// In the pod's namespace: addresses, TX checksum offload off, GRO on, link up.
 fn configure_pod(ifname: &str, att: &Attachment) -> Result<IfaceState, CniError> {
     let mut nl = Netlink::open().map_err(|e| CniError::netlink("netlink socket in the pod", &e))?;
     let index = if_nametoindex(ifname)
         .map_err(|e| CniError::netlink(format!("find {ifname} in the pod"), &e.into()))?;
     ethtool::set_tx_checksum(ifname, false)
         .map_err(|e| CniError::netlink(format!("turn TX checksum offload off on {ifname}"), &e))?;
+    // GRO on lets the host end take XDP-redirected frames, so the daemon's fast path carries
+    // this pod's known unicast. Without it the pod is still on the wire, through the
+    // forwarder: not worth failing the pod for.
+    let _ = ethtool::set_gro(ifname, true);
     for ip in &att.ips {
         nl.add_address(index, ip.addr, ip.prefix)
             .map_err(|e| CniError::netlink(format!("add {} to {ifname}", ip.cidr()), &e))?;

@@ -34,7 +34,7 @@ pub fn render(r: &Results, chart: Option<&str>) -> String {
     let _ = writeln!(
         s,
         "\nTopology: one node namespace holding the device under test and the host ends `p0..p4` of five \
-         single-queue veth pairs; five client namespaces with `nsm-1` (TX checksum offload off, IPv6 off). \
+         single-queue veth pairs; five client namespaces with `nsm-1` (TX checksum offload off, GRO on, IPv6 off). \
          `flood8` alone runs on a fresh nine-client topology (`p0..p8`, the device restarted on it). \
          The generator (`vwire-bench gen`, AF_PACKET TX ring, qdisc bypass, one process) sends from client 0; \
          sinks (`vwire-bench sink`, AF_PACKET RX ring) count in the receiving clients. Delivered rate = frames \

@@ -338,7 +338,9 @@ impl Forwarder {
         else {
             return;
         };
-        let segment = fastpath::port_segment(port.domain, &port.mode);
+        let Some(segment) = fastpath::port_segment(port.domain, &port.mode) else {
+            return;
+        };
         let takes_redirects = match features.of(port.ifindex) {
             Ok(bits) => bits & xdp_features::NDO_XMIT != 0,
             Err(e) => {
@@ -346,24 +348,23 @@ impl Forwarder {
                 false
             }
         };
-        match (segment, takes_redirects) {
-            (Some(segment), true) if changed || !port.in_fast_path => {
-                if !port.in_fast_path {
+        match (takes_redirects, port.in_fast_path) {
+            (true, in_already) if changed || !in_already => {
+                if !in_already {
                     info!(port = %port.name, "in the XDP fast path");
                 }
                 fast.join(slot, port.ifindex, segment, port::max_frame_len(port.mtu));
                 port.in_fast_path = true;
             }
-            (Some(_), true) => {}
-            (Some(_), false) if port.in_fast_path => {
+            (true, _) => {}
+            (false, true) => {
                 warn!(port = %port.name, "the interface no longer takes XDP-redirected frames (a veth whose peer turned GRO off?): its frames go through the forwarder");
                 fast.leave(slot);
                 port.in_fast_path = false;
             }
-            (Some(_), false) => {
+            (false, false) => {
                 debug!(port = %port.name, "not in the XDP fast path: the interface does not take redirected frames (for a veth: turn GRO on at the other end)");
             }
-            (None, _) => {}
         }
     }
 
@@ -614,11 +615,6 @@ impl Forwarder {
                 }
             }
         }
-        if self.fast_path.is_some() {
-            for slot in 0..self.ports.len() {
-                self.update_fast_path(PortId::from_index(slot), mtu_changed.contains(&slot));
-            }
-        }
         let gone: Vec<String> = self
             .ports
             .iter()
@@ -630,6 +626,11 @@ impl Forwarder {
             warn!(port = %name, "interface vanished; removing the port");
             if let Ok(removed) = self.remove_port(&name) {
                 let _ = self.port_gone.send(PortGone { name, removed });
+            }
+        }
+        if self.fast_path.is_some() {
+            for slot in 0..self.ports.len() {
+                self.update_fast_path(PortId::from_index(slot), mtu_changed.contains(&slot));
             }
         }
     }

@@ -13,11 +13,11 @@
 
 use aya::maps::{Array, DevMap, HashMap, MapData};
 use bridge_common::maps::{FastKey, FastPort};
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use crate::{
     fdb::FdbKey,
-    port::{DomainId, PortId},
+    port::{max_frame_len, DomainId, Port, PortId},
     vlan::PortMode,
 };
 
@@ -69,8 +69,38 @@ impl FastPath {
         }
     }
 
+    /// Puts `port` in the fast path while its interface `takes_redirects`, takes it out when
+    /// it stops; `changed` rewrites its entry when it is in already (a new MTU).
+    pub fn follow(
+        &mut self,
+        slot: PortId,
+        port: &mut Port,
+        segment: u32,
+        takes_redirects: bool,
+        changed: bool,
+    ) {
+        match (takes_redirects, port.in_fast_path) {
+            (true, in_already) if changed || !in_already => {
+                if !in_already {
+                    info!(port = %port.name, "in the XDP fast path");
+                }
+                self.join(slot, port.ifindex, segment, max_frame_len(port.mtu));
+                port.in_fast_path = true;
+            }
+            (true, _) => {}
+            (false, true) => {
+                warn!(port = %port.name, "the interface no longer takes XDP-redirected frames (a veth whose peer turned GRO off?): its frames go through the forwarder");
+                self.leave(slot);
+                port.in_fast_path = false;
+            }
+            (false, false) => {
+                debug!(port = %port.name, "not in the XDP fast path: the interface does not take redirected frames (for a veth: turn GRO on at the other end)");
+            }
+        }
+    }
+
     /// Lets frames of `segment` up to `max_frame` bytes go straight to and from `slot`.
-    pub fn join(&mut self, slot: PortId, ifindex: u32, segment: u32, max_frame: u32) {
+    fn join(&mut self, slot: PortId, ifindex: u32, segment: u32, max_frame: u32) {
         let joined = self
             .devs
             .set(slot.0, ifindex, None, 0)

@@ -322,49 +322,39 @@ impl Forwarder {
     pub fn enable_fast_path(&mut self, fast: FastPath) -> std::io::Result<()> {
         self.fast_path = Some((fast, XdpFeatures::open()?));
         self.fdb.record_changes();
-        for slot in 0..self.ports.len() {
-            self.update_fast_path(PortId::from_index(slot), true);
-        }
+        self.update_fast_path_ports(&[], true);
         self.sync_fast_path();
         Ok(())
     }
 
-    /// Puts the port in `slot` in the fast path, or takes it out, as its mode, MTU and
-    /// interface allow now. A port joins only while its interface takes redirected frames;
-    /// `changed` rewrites its entry even if it is in already (a new MTU).
-    fn update_fast_path(&mut self, slot: PortId, changed: bool) {
-        let (Some((fast, features)), Some(Some(port))) =
-            (&mut self.fast_path, self.ports.get_mut(slot.0 as usize))
-        else {
+    /// Puts each port in the fast path, or takes it out, as its mode, MTU and interface allow
+    /// now: a port joins only while its interface takes redirected frames. The entries of
+    /// the slots in `changed` (a new MTU), or of all with `all_changed`, are rewritten even
+    /// if they are in already.
+    fn update_fast_path_ports(&mut self, changed: &[usize], all_changed: bool) {
+        let Some((fast, features)) = &mut self.fast_path else {
             return;
         };
-        let Some(segment) = fastpath::port_segment(port.domain, &port.mode) else {
-            return;
-        };
-        let takes_redirects = match features.of(port.ifindex) {
-            Ok(bits) => bits & xdp_features::NDO_XMIT != 0,
-            Err(e) => {
-                debug!(port = %port.name, error = %e, "cannot read the interface's XDP features");
-                false
-            }
-        };
-        match (takes_redirects, port.in_fast_path) {
-            (true, in_already) if changed || !in_already => {
-                if !in_already {
-                    info!(port = %port.name, "in the XDP fast path");
-                }
-                fast.join(slot, port.ifindex, segment, port::max_frame_len(port.mtu));
-                port.in_fast_path = true;
-            }
-            (true, _) => {}
-            (false, true) => {
-                warn!(port = %port.name, "the interface no longer takes XDP-redirected frames (a veth whose peer turned GRO off?): its frames go through the forwarder");
-                fast.leave(slot);
-                port.in_fast_path = false;
-            }
-            (false, false) => {
-                debug!(port = %port.name, "not in the XDP fast path: the interface does not take redirected frames (for a veth: turn GRO on at the other end)");
-            }
+        let features = features.all().unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the interfaces' XDP features; taking every port out of the fast path");
+            std::collections::HashMap::new()
+        });
+        for (slot, port) in self.ports.iter_mut().enumerate() {
+            let Some(port) = port else { continue };
+            let Some(segment) = fastpath::port_segment(port.domain, &port.mode) else {
+                continue;
+            };
+            let takes_redirects = features
+                .get(&port.ifindex)
+                .is_some_and(|bits| bits & xdp_features::NDO_XMIT != 0);
+            let changed = all_changed || changed.contains(&slot);
+            fast.follow(
+                PortId::from_index(slot),
+                port,
+                segment,
+                takes_redirects,
+                changed,
+            );
         }
     }
 
@@ -462,7 +452,7 @@ impl Forwarder {
             counters: Default::default(),
             in_fast_path: false,
         });
-        self.update_fast_path(id, true);
+        self.update_fast_path_ports(&[slot], false);
         self.ports_changed();
         self.top_up_idle();
         Ok(PortAdded {
@@ -628,11 +618,7 @@ impl Forwarder {
                 let _ = self.port_gone.send(PortGone { name, removed });
             }
         }
-        if self.fast_path.is_some() {
-            for slot in 0..self.ports.len() {
-                self.update_fast_path(PortId::from_index(slot), mtu_changed.contains(&slot));
-            }
-        }
+        self.update_fast_path_ports(&mtu_changed, false);
     }
 
     /// Moves transmitted frames from every completion ring back to the free list.

@@ -7,7 +7,7 @@
 //! redirect to a port without it loses the frame. No crate speaks this family, and two
 //! fixed-layout requests do not justify one.
 
-use std::io;
+use std::{collections::HashMap, io};
 
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket, SocketAddr};
 
@@ -17,7 +17,9 @@ pub const NDO_XMIT: u64 = 1 << 2;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_HDRLEN: usize = 16;
 const GENL_HDRLEN: usize = 4;
+const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
 /// `GENL_ID_CTRL` and its `CTRL_CMD_GETFAMILY`, `CTRL_ATTR_FAMILY_ID`, `CTRL_ATTR_FAMILY_NAME`.
 const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
@@ -50,71 +52,91 @@ impl XdpFeatures {
             family: GENL_ID_CTRL,
             seq: 0,
         };
-        let reply = this.ask(CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_NAME, b"netdev\0")?;
-        let id = attribute(&reply, CTRL_ATTR_FAMILY_ID)
+        let name = (CTRL_ATTR_FAMILY_NAME, &b"netdev\0"[..]);
+        let replies = this.request(CTRL_CMD_GETFAMILY, Some(name))?;
+        let id = replies
+            .first()
+            .and_then(|r| attribute(r, CTRL_ATTR_FAMILY_ID))
             .and_then(|v| v.get(..2))
             .ok_or_else(|| io::Error::other("no id for the netdev netlink family"))?;
         this.family = u16::from_ne_bytes([id[0], id[1]]);
         Ok(this)
     }
 
-    /// The `NETDEV_XDP_ACT_*` bits of the interface `ifindex`.
+    /// The `NETDEV_XDP_ACT_*` bits of every interface in this namespace, by ifindex: one
+    /// dump, however many ports.
     ///
     /// # Errors
-    /// No such interface, or a malformed reply.
-    pub fn of(&mut self, ifindex: u32) -> io::Result<u64> {
-        let reply = self.ask(
-            NETDEV_CMD_DEV_GET,
-            NETDEV_A_DEV_IFINDEX,
-            &ifindex.to_ne_bytes(),
-        )?;
-        attribute(&reply, NETDEV_A_DEV_XDP_FEATURES)
-            .and_then(|v| v.get(..8))
-            .map(|v| u64::from_ne_bytes(v.try_into().expect("eight bytes")))
-            .ok_or_else(|| io::Error::other("the kernel's reply has no xdp-features"))
+    /// The request fails.
+    pub fn all(&mut self) -> io::Result<HashMap<u32, u64>> {
+        let replies = self.request(NETDEV_CMD_DEV_GET, None)?;
+        Ok(replies
+            .iter()
+            .filter_map(|r| {
+                let ifindex = attribute(r, NETDEV_A_DEV_IFINDEX)?.get(..4)?;
+                let bits = attribute(r, NETDEV_A_DEV_XDP_FEATURES)?.get(..8)?;
+                Some((
+                    u32::from_ne_bytes(ifindex.try_into().ok()?),
+                    u64::from_ne_bytes(bits.try_into().ok()?),
+                ))
+            })
+            .collect())
     }
 
-    /// Sends one request with one attribute; returns the reply's attributes.
-    fn ask(&mut self, cmd: u8, attr: u16, value: &[u8]) -> io::Result<Vec<u8>> {
+    /// Sends one request, with one attribute or else as a dump; returns the attributes of
+    /// each reply message.
+    fn request(&mut self, cmd: u8, attr: Option<(u16, &[u8])>) -> io::Result<Vec<Vec<u8>>> {
         self.seq = self.seq.wrapping_add(1);
-        let attr_len = 4 + value.len();
+        let attr_len = attr.map_or(0, |(_, v)| 4 + v.len());
         let len = NLMSG_HDRLEN + GENL_HDRLEN + attr_len.next_multiple_of(4);
+        let flags = if attr.is_some() {
+            NLM_F_REQUEST
+        } else {
+            NLM_F_REQUEST | NLM_F_DUMP
+        };
         let mut msg = Vec::with_capacity(len);
         msg.extend_from_slice(&u32::try_from(len).expect("small").to_ne_bytes());
         msg.extend_from_slice(&self.family.to_ne_bytes());
-        msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        msg.extend_from_slice(&flags.to_ne_bytes());
         msg.extend_from_slice(&self.seq.to_ne_bytes());
         msg.extend_from_slice(&0u32.to_ne_bytes());
         msg.extend_from_slice(&[cmd, 1, 0, 0]);
-        msg.extend_from_slice(&u16::try_from(attr_len).expect("small").to_ne_bytes());
-        msg.extend_from_slice(&attr.to_ne_bytes());
-        msg.extend_from_slice(value);
+        if let Some((kind, value)) = attr {
+            msg.extend_from_slice(&u16::try_from(attr_len).expect("small").to_ne_bytes());
+            msg.extend_from_slice(&kind.to_ne_bytes());
+            msg.extend_from_slice(value);
+        }
         msg.resize(len, 0);
         self.socket.send(&msg, 0)?;
+        let mut replies = Vec::new();
         loop {
-            let mut buf = Vec::with_capacity(8192);
+            let mut buf = Vec::with_capacity(32 * 1024);
             let n = self.socket.recv(&mut buf, 0)?;
-            let reply = buf.get(..n).unwrap_or_default();
-            let header = |at: usize| -> Option<u32> {
-                Some(u32::from_ne_bytes(reply.get(at..at + 4)?.try_into().ok()?))
-            };
-            let (Some(msg_len), Some(seq)) = (header(0), header(8)) else {
-                return Err(io::Error::other("short netlink reply"));
-            };
-            if seq != self.seq {
-                continue; // a late answer to an earlier request
+            let mut rest = buf.get(..n).unwrap_or_default();
+            while rest.len() >= NLMSG_HDRLEN {
+                let field = |at: usize| u32::from_ne_bytes(rest[at..at + 4].try_into().expect("4"));
+                let msg_len = (field(0) as usize).clamp(NLMSG_HDRLEN, rest.len());
+                let kind = u16::from_ne_bytes([rest[4], rest[5]]);
+                let body = &rest[NLMSG_HDRLEN..msg_len];
+                let ours = field(8) == self.seq;
+                rest = rest.get(msg_len.next_multiple_of(4)..).unwrap_or_default();
+                match kind {
+                    _ if !ours => {} // a late answer to an earlier request
+                    NLMSG_DONE => return Ok(replies),
+                    NLMSG_ERROR => {
+                        let errno = body
+                            .get(..4)
+                            .map_or(0, |e| i32::from_ne_bytes(e.try_into().expect("4")));
+                        return Err(io::Error::from_raw_os_error(-errno));
+                    }
+                    _ => {
+                        replies.push(body.get(GENL_HDRLEN..).unwrap_or_default().to_vec());
+                        if attr.is_some() {
+                            return Ok(replies);
+                        }
+                    }
+                }
             }
-            let kind = u16::from_ne_bytes([reply[4], reply[5]]);
-            let body = reply
-                .get(NLMSG_HDRLEN..(msg_len as usize).min(n))
-                .unwrap_or_default();
-            if kind == NLMSG_ERROR {
-                let errno = body
-                    .get(..4)
-                    .map_or(0, |e| i32::from_ne_bytes(e.try_into().expect("four bytes")));
-                return Err(io::Error::from_raw_os_error(-errno));
-            }
-            return Ok(body.get(GENL_HDRLEN..).unwrap_or_default().to_vec());
         }
     }
 }
@@ -147,5 +169,16 @@ mod tests {
         assert_eq!(attribute(&attrs, 1), Some(&[0x22, 0][..]));
         assert_eq!(attribute(&attrs, 3), None);
         assert_eq!(attribute(&attrs[..7], 1), None, "truncated");
+    }
+
+    #[test]
+    fn the_dump_lists_every_interface_of_this_namespace() {
+        let Ok(mut features) = XdpFeatures::open() else {
+            return; // a kernel before 6.3 has no netdev family
+        };
+        let all = features.all().expect("dump");
+        let interfaces = std::fs::read_dir("/sys/class/net").expect("sysfs").count();
+        assert_eq!(all.len(), interfaces, "{all:?}");
+        assert!(all.contains_key(&1), "lo is ifindex 1: {all:?}");
     }
 }

@@ -84,8 +84,7 @@ impl FastPath {
                 if !in_already {
                     info!(port = %port.name, "in the XDP fast path");
                 }
-                self.join(slot, port.ifindex, segment, max_frame_len(port.mtu));
-                port.in_fast_path = true;
+                port.in_fast_path = self.join(slot, port.ifindex, segment, max_frame_len(port.mtu));
             }
             (true, _) => {}
             (false, true) => {
@@ -99,8 +98,9 @@ impl FastPath {
         }
     }
 
-    /// Lets frames of `segment` up to `max_frame` bytes go straight to and from `slot`.
-    fn join(&mut self, slot: PortId, ifindex: u32, segment: u32, max_frame: u32) {
+    /// Lets frames of `segment` up to `max_frame` bytes go straight to and from `slot`;
+    /// whether it could.
+    fn join(&mut self, slot: PortId, ifindex: u32, segment: u32, max_frame: u32) -> bool {
         let joined = self
             .devs
             .set(slot.0, ifindex, None, 0)
@@ -110,10 +110,11 @@ impl FastPath {
                     .set(slot.0, FastPort { segment, max_frame }, 0)
                     .map_err(|e| e.to_string())
             });
-        if let Err(e) = joined {
+        if let Err(e) = &joined {
             warn!(%slot, error = %e, "cannot add the port to the XDP fast path; its frames go through the forwarder");
             self.leave(slot);
         }
+        joined.is_ok()
     }
 
     /// Sends every frame from and to `slot` through the forwarder again.

@@ -9,8 +9,11 @@
 //!
 //! Traffic: sequenced unicast c1 <-> c2 (1 frame/ms each way), tagged VLAN 100 frames c3 -> c4
 //! (popped on the way), broadcasts c5 -> c6, ping c5 -> c6, and frames to c7 while it is a port.
+//! c1 <-> c2 goes through the XDP fast path, the rest through the forwarder (see
+//! [`forwarder_only`]).
 //! Fails if a sequenced frame between stable ports is lost, the accounting does not balance,
-//! the daemon dies, or its RSS grows by more than 20 % over the first sample.
+//! the daemon dies, its RSS grows by more than 20 % over the first sample, or either path
+//! carried nothing.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -94,6 +97,13 @@ fn mac(i: usize) -> [u8; 6] {
     [0x02, 0, 0, 0, 0xfe, u8::try_from(i).expect("few clients")]
 }
 
+/// c5 and c6 keep GRO off, so their unicast (the pings) stays on the forwarder's path; the
+/// other clients have it on, as the CNI plugin sets it, and their known unicast takes the XDP
+/// fast path, c7 joining and leaving it with every add and remove.
+fn forwarder_only(client: usize) -> bool {
+    matches!(client, 5 | 6)
+}
+
 fn sh(program: &str, args: &[&str]) -> Result<String> {
     output(Command::new(program).args(args))
 }
@@ -129,10 +139,9 @@ fn build(topo: &mut Topo, vwire: &str) -> Result<()> {
         #[rustfmt::skip]
         sh("ip", &["-n", &topo.node(), "link", "add", &host, "type", "veth",
                    "peer", "name", "nsm-1", "address", &m, "netns", &ns])?;
-        sh(
-            "ip",
-            &["netns", "exec", &ns, "ethtool", "-K", "nsm-1", "tx", "off"],
-        )?;
+        let gro = if forwarder_only(i) { "off" } else { "on" };
+        #[rustfmt::skip]
+        sh("ip", &["netns", "exec", &ns, "ethtool", "-K", "nsm-1", "tx", "off", "gro", gro])?;
         sh(
             "ip",
             &[
@@ -380,6 +389,16 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Frames received on `port` that the XDP fast path carried and that went to the forwarder,
+/// from `show interfaces --json`.
+fn frames_by_path(status: &serde_json::Value, port: &str) -> (u64, u64) {
+    let row = status["interfaces"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["name"] == port));
+    let count = |key: &str| row.and_then(|r| r["xdp"][key].as_u64()).unwrap_or(0);
+    (count("fast_rx_frames"), count("redirected"))
+}
+
 /// Runs the soak and prints a summary.
 ///
 /// # Errors
@@ -497,6 +516,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut c7_in = false;
     let (mut churns, mut checks, mut pings_ok, mut pings) = (0u32, 0u32, 0u32, 0u32);
     let mut rss: Vec<u64> = Vec::new();
+    let mut paths = (0, 0);
     let mut failure: Option<String> = None;
     while started.elapsed() < duration && failure.is_none() {
         if INTERRUPTED.load(Ordering::Relaxed) {
@@ -533,6 +553,7 @@ pub fn run(args: Args) -> Result<()> {
                 }
             };
             let v: serde_json::Value = serde_json::from_str(&status)?;
+            paths = frames_by_path(&v, &topo.host_if(1));
             if v["umem"]["balanced"] != true {
                 failure = Some(format!("UMEM accounting does not balance: {}", v["umem"]));
             }
@@ -593,6 +614,10 @@ pub fn run(args: Args) -> Result<()> {
     );
     println!("  port add/del cycles {churns}, checks {checks} (UMEM balanced each time), pings {pings_ok}/{pings}");
     println!("  daemon RSS: first {first} kB, last {last} kB, max {peak} kB");
+    println!(
+        "  c1 received: {} frames through the XDP fast path, {} through the forwarder",
+        paths.0, paths.1
+    );
     let alive = topo
         .daemon
         .as_mut()
@@ -608,6 +633,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     if failure.is_none() && pings_ok != pings {
         failure = Some(format!("{} of {pings} pings failed", pings - pings_ok));
+    }
+    if failure.is_none() && (paths.0 == 0 || paths.1 == 0) {
+        failure = Some(format!(
+            "c1's frames did not take both paths (fast path {}, forwarder {})",
+            paths.0, paths.1
+        ));
     }
     if failure.is_none() && first > 0 && peak > first + first / 5 {
         failure = Some(format!("RSS grew from {first} kB to {peak} kB (> 20 %)"));

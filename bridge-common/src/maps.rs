@@ -20,9 +20,14 @@ pub const WAKE_CPU: &str = "WAKE_CPU";
 
 /// Name of the `Array<FastPort>` indexed by slot: which ports take part in the XDP fast path.
 pub const FAST_PORTS: &str = "FAST_PORTS";
-/// Name of the `HashMap<FastKey, u32 slot>`: the forwarder's learned and static addresses of
+/// Name of the `HashMap<FastKey, FastEntry>`: the forwarder's learned and static addresses of
 /// fast-path ports, mirrored for the XDP program.
 pub const FAST_FDB: &str = "FAST_FDB";
+/// Name of the mmapable `Array<u32>` of [`FAST_FDB_ENTRIES`]: at [`FastEntry::used_index`],
+/// the second (`bpf_ktime_get_coarse_ns`, `CLOCK_MONOTONIC_COARSE`) in which the fast path
+/// last carried a frame from that station; 0 for none. The forwarder, which sees none of
+/// those frames, reads it before it ages the station out.
+pub const FAST_USED: &str = "FAST_USED";
 /// Name of the `DevMap` indexed by slot: the interface a fast-path frame is redirected to.
 pub const PORT_DEVS: &str = "PORT_DEVS";
 
@@ -123,7 +128,19 @@ impl FastKey {
     }
 }
 
-const _: () = assert!(size_of::<FastPort>() == 8 && size_of::<FastKey>() == 12);
+/// A station's entry in [`FAST_FDB`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastEntry {
+    /// The slot of the port it was learned on.
+    pub slot: u32,
+    /// Its entry in [`FAST_USED`].
+    pub used_index: u32,
+}
+
+const _: () = assert!(
+    size_of::<FastPort>() == 8 && size_of::<FastKey>() == 12 && size_of::<FastEntry>() == 8
+);
 
 // SAFETY: `XdpPortStats` is `repr(C)`, `Copy`, made only of `u64`s and has no padding, so
 // every bit pattern is a valid value.
@@ -132,6 +149,9 @@ unsafe impl aya::Pod for XdpPortStats {}
 // SAFETY: `repr(C)`, `Copy`, two `u32`s, no padding.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FastPort {}
+// SAFETY: `repr(C)`, `Copy`, two `u32`s, no padding.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FastEntry {}
 // SAFETY: `repr(C)`, `Copy`, a `u32` and 8 bytes, no padding (checked above).
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for FastKey {}

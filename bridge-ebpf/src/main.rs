@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use bridge_common::{
     maps::{
-        xsk_index, CpuLoad, FastKey, FastPort, XdpPortStats, FAST_FDB_ENTRIES,
+        xsk_index, CpuLoad, FastEntry, FastKey, FastPort, XdpPortStats, FAST_FDB_ENTRIES,
         FAST_PATH_BUSY_FRAMES, FAST_PATH_WINDOW_NS, MAX_PORTS, MAX_QUEUES_PER_PORT, XSKS_ENTRIES,
     },
     wire::{ETHERNET_HEADER_LEN, TPID_8021AD, TPID_8021Q},
@@ -47,7 +47,10 @@ static XDP_STATS: PerCpuArray<XdpPortStats> = PerCpuArray::with_max_entries(MAX_
 static FAST_PORTS: Array<FastPort> = Array::with_max_entries(MAX_PORTS, 0);
 
 #[map(name = "FAST_FDB")]
-static FAST_FDB: HashMap<FastKey, u32> = HashMap::with_max_entries(FAST_FDB_ENTRIES, 0);
+static FAST_FDB: HashMap<FastKey, FastEntry> = HashMap::with_max_entries(FAST_FDB_ENTRIES, 0);
+
+#[map(name = "FAST_USED")]
+static FAST_USED: Array<u32> = Array::with_max_entries(FAST_FDB_ENTRIES, BPF_F_MMAPABLE);
 
 #[map(name = "PORT_DEVS")]
 static PORT_DEVS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
@@ -104,7 +107,12 @@ fn try_vwire_steer(ctx: &XdpContext) -> Result<u32, ()> {
 #[inline(always)]
 fn fast_forward(ctx: &XdpContext, slot: u32, stats: *mut XdpPortStats) -> Option<u32> {
     let segment = FAST_PORTS.get(slot)?.segment;
-    if segment == 0 || cpu_is_busy() {
+    if segment == 0 {
+        return None;
+    }
+    // SAFETY: a helper without arguments or side effects.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if cpu_is_busy(now) {
         return None;
     }
     let (start, end) = (ctx.data(), ctx.data_end());
@@ -120,19 +128,22 @@ fn fast_forward(ctx: &XdpContext, slot: u32, stats: *mut XdpPortStats) -> Option
     }
     let dst = [h[0], h[1], h[2], h[3], h[4], h[5]];
     let src = [h[6], h[7], h[8], h[9], h[10], h[11]];
-    // SAFETY: plain u32 values copied out at once.
-    let learned_here = unsafe { FAST_FDB.get(&FastKey::new(segment, src)) }.copied();
-    if learned_here != Some(slot) {
+    // SAFETY: plain values copied out at once.
+    let source = unsafe { FAST_FDB.get(&FastKey::new(segment, src)) }.copied()?;
+    if source.slot != slot {
         return None;
     }
     // SAFETY: as above.
-    let egress = unsafe { FAST_FDB.get(&FastKey::new(segment, dst)) }.copied()?;
+    let egress = unsafe { FAST_FDB.get(&FastKey::new(segment, dst)) }
+        .copied()?
+        .slot;
     let out = FAST_PORTS.get(egress)?;
     let len = (end - start) as u64;
     if egress == slot || out.segment != segment || len > u64::from(out.max_frame) {
         return None;
     }
     let action = PORT_DEVS.redirect(egress, 0).ok()?;
+    note_used(source.used_index, now);
     // SAFETY: per-CPU slots of this CPU; nothing else writes them while this program runs.
     unsafe {
         (*stats).fast_rx_frames += 1;
@@ -145,15 +156,29 @@ fn fast_forward(ctx: &XdpContext, slot: u32, stats: *mut XdpPortStats) -> Option
     Some(action)
 }
 
+/// Records the second in which the fast path carried a frame from a station, so the
+/// forwarder keeps it (see `FAST_USED`). Written once a second at most.
+#[inline(always)]
+fn note_used(index: u32, now: u64) {
+    let second = (now / 1_000_000_000) as u32;
+    if let Some(used) = FAST_USED.get_ptr_mut(index) {
+        // SAFETY: an entry of the array, a plain u32; racing writers store the same second,
+        // and the forwarder only reads it.
+        unsafe {
+            if *used != second {
+                *used = second;
+            }
+        }
+    }
+}
+
 /// Counts this frame in this CPU's window, marks the machine busy for two windows when a
 /// window ends with more than `FAST_PATH_BUSY_FRAMES`, and says whether it is busy.
 #[inline(always)]
-fn cpu_is_busy() -> bool {
+fn cpu_is_busy(now: u64) -> bool {
     let (Some(load), Some(until)) = (CPU_LOAD.get_ptr_mut(0), BUSY_UNTIL.get_ptr_mut(0)) else {
         return true;
     };
-    // SAFETY: a helper without arguments or side effects.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: `load` is this CPU's own entry, which nothing else writes while this program
     // runs; `until` is shared, but a plain u64 that racing CPUs set to equally valid times.
     unsafe {

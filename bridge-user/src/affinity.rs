@@ -34,14 +34,14 @@ impl WakeCpu {
 
     #[must_use]
     pub fn get(&self) -> u32 {
-        self.map.u32_at(0).load(Ordering::Relaxed)
+        self.map.bpf_array_u32(0).load(Ordering::Relaxed)
     }
 
     /// Tells the XDP program whether the forwarder sleeps: only frames that arrive while it
     /// does are wakers (not the replies its own transmits produce).
     fn set_asleep(&self, asleep: bool) {
         self.map
-            .u32_at(1)
+            .bpf_array_u32(1)
             .store(u32::from(asleep), Ordering::Relaxed);
     }
 }
@@ -167,7 +167,7 @@ mod tests {
             let cpu = *cpus(&f.affinity.allowed).last().unwrap();
             f.wake
                 .map
-                .u32_at(0)
+                .bpf_array_u32(0)
                 .store(u32::try_from(cpu).unwrap(), Ordering::Relaxed);
             test(&mut f, cpu);
         })

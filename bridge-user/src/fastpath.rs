@@ -7,25 +7,37 @@
 //! to its FDB ([`crate::fdb::Fdb::take_changes`]) into `FAST_FDB`, and each fast-path port's
 //! segment and largest frame into `FAST_PORTS`.
 //!
+//! The forwarder sees none of the frames the fast path carries, so before it ages a station
+//! out it asks `FAST_USED` (mapped into its memory, no system call) when the fast path last
+//! carried a frame from it ([`FastPath::used_ago`]).
+//!
 //! Only ports whose kernel can take redirected frames join (`xdp_features` has `NDO_XMIT`:
 //! for a veth, its peer has GRO on or an XDP program; see [`crate::xdp_features`]). Without
 //! that the redirect would lose the frame.
 
+use std::{sync::atomic::Ordering, time::Duration};
+
 use aya::maps::{Array, DevMap, HashMap, MapData};
-use bridge_common::maps::{FastKey, FastPort};
+use bridge_common::maps::{FastEntry, FastKey, FastPort, FAST_FDB_ENTRIES};
 use tracing::{debug, info, warn};
 
 use crate::{
     fdb::FdbKey,
     port::{max_frame_len, DomainId, Port, PortId},
     vlan::PortMode,
+    xsk::Mmap,
 };
 
-/// The fast path's three maps, taken from the loaded program.
+/// The fast path's maps, taken from the loaded program.
 pub struct FastPath {
     ports: Array<MapData, FastPort>,
-    fdb: HashMap<MapData, FastKey, u32>,
+    fdb: HashMap<MapData, FastKey, FastEntry>,
     devs: DevMap<MapData>,
+    /// `FAST_USED`, mapped: per station, the second the fast path last carried its frame.
+    used: Mmap,
+    /// Each station's entry in `used`, and the entries no station holds.
+    used_index: hashbrown::HashMap<FastKey, u32>,
+    unused: Vec<u32>,
     /// Addresses `FAST_FDB` had no room for (they keep going through the forwarder).
     pub table_full: u64,
 }
@@ -58,13 +70,17 @@ impl FastPath {
     #[must_use]
     pub fn new(
         ports: Array<MapData, FastPort>,
-        fdb: HashMap<MapData, FastKey, u32>,
+        fdb: HashMap<MapData, FastKey, FastEntry>,
         devs: DevMap<MapData>,
+        used: Mmap,
     ) -> Self {
         Self {
             ports,
             fdb,
             devs,
+            used,
+            used_index: hashbrown::HashMap::new(),
+            unused: (0..FAST_FDB_ENTRIES).rev().collect(),
             table_full: 0,
         }
     }
@@ -127,21 +143,69 @@ impl FastPath {
     /// Applies FDB changes: `Some(port)` adds or moves an address, `None` removes it.
     pub fn apply(&mut self, changes: impl IntoIterator<Item = (FdbKey, Option<PortId>)>) {
         for (key, port) in changes {
-            let fast = FastKey::new(segment(key.domain, key.vlan), key.mac.0);
+            let fast = fast_key(&key);
             match port {
-                Some(port) => {
-                    if let Err(e) = self.fdb.insert(fast, port.0, 0) {
-                        if self.table_full == 0 {
-                            warn!(error = %e, "the XDP fast path's address table is full; further addresses go through the forwarder");
-                        }
-                        self.table_full += 1;
+                Some(port) => self.insert(fast, port),
+                None => {
+                    // Absent already is fine: removals of addresses that never made it in.
+                    let _ = self.fdb.remove(&fast);
+                    if let Some(index) = self.used_index.remove(&fast) {
+                        self.unused.push(index);
                     }
                 }
-                // Absent already is fine: removals of addresses that never made it in.
-                None => drop(self.fdb.remove(&fast)),
             }
         }
     }
+
+    fn insert(&mut self, fast: FastKey, port: PortId) {
+        let known = self.used_index.get(&fast).copied();
+        let Some(index) = known.or_else(|| self.unused.pop()) else {
+            return self.note_table_full("every entry is taken");
+        };
+        self.used
+            .bpf_array_u32(index as usize)
+            .store(0, Ordering::Relaxed);
+        let entry = FastEntry {
+            slot: port.0,
+            used_index: index,
+        };
+        match self.fdb.insert(fast, entry, 0) {
+            Ok(()) => drop(self.used_index.insert(fast, index)),
+            Err(e) => {
+                if known.is_none() {
+                    self.unused.push(index);
+                }
+                self.note_table_full(&e.to_string());
+            }
+        }
+    }
+
+    fn note_table_full(&mut self, error: &str) {
+        if self.table_full == 0 {
+            warn!(error, "the XDP fast path's address table is full; further addresses go through the forwarder");
+        }
+        self.table_full += 1;
+    }
+
+    /// How long ago the fast path last carried a frame from the station, to the second.
+    #[must_use]
+    pub fn used_ago(&self, key: &FdbKey) -> Option<Duration> {
+        let &index = self.used_index.get(&fast_key(key))?;
+        let second = self
+            .used
+            .bpf_array_u32(index as usize)
+            .load(Ordering::Relaxed);
+        if second == 0 {
+            return None;
+        }
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).ok()?;
+        let now = u64::try_from(now.tv_sec()).ok()?;
+        Some(Duration::from_secs(now.saturating_sub(u64::from(second))))
+    }
+}
+
+fn fast_key(key: &FdbKey) -> FastKey {
+    FastKey::new(segment(key.domain, key.vlan), key.mac.0)
 }
 
 #[cfg(test)]

@@ -206,6 +206,28 @@ impl Fdb {
         self.retain(|_, e| e.is_static || now.saturating_duration_since(e.last_seen) <= max_age)
     }
 
+    /// Refreshes learned entries within `margin` of the age limit whose station was seen where
+    /// this table does not look (the XDP fast path): `used_ago` says how long ago, if at all,
+    /// and an answer younger than the entry's age moves its last sighting there. Run before
+    /// [`Fdb::expire`], at least once in every `margin`.
+    pub fn refresh_used_elsewhere(
+        &mut self,
+        now: Instant,
+        margin: Duration,
+        mut used_ago: impl FnMut(&FdbKey, &FdbEntry) -> Option<Duration>,
+    ) {
+        let ask_after = self.max_age.saturating_sub(margin);
+        for (key, entry) in &mut self.entries {
+            let age = now.saturating_duration_since(entry.last_seen);
+            if entry.is_static || age <= ask_after {
+                continue;
+            }
+            if let Some(ago) = used_ago(key, entry).filter(|&ago| ago < age) {
+                entry.last_seen = now.checked_sub(ago).unwrap_or(entry.last_seen);
+            }
+        }
+    }
+
     /// Forgets every entry on `port`, static ones too (the port went away); returns how many.
     pub fn flush_port(&mut self, port: PortId) -> usize {
         self.retain(|_, e| e.port != port)
@@ -318,6 +340,43 @@ mod tests {
         assert_eq!(fdb.expire(t0 + AGE), 0);
         assert_eq!(fdb.expire(t0 + AGE + Duration::from_millis(1)), 1);
         assert!(fdb.is_empty());
+    }
+
+    #[test]
+    fn use_seen_elsewhere_refreshes_entries_near_the_age_limit() {
+        let t0 = Instant::now();
+        let margin = Duration::from_secs(2);
+        let mut fdb = Fdb::new(AGE, 16, 16);
+        for i in 1..=4 {
+            fdb.learn(key(i), PortId(0), t0);
+        }
+        fdb.learn(key(5), PortId(0), t0 + AGE);
+        fdb.insert_static(key(6), PortId(0), t0);
+        let now = t0 + AGE - Duration::from_secs(1);
+        let mut asked = Vec::new();
+        fdb.refresh_used_elsewhere(now, margin, |k, _| {
+            asked.push(k.mac.0[5]);
+            match k.mac.0[5] {
+                1 => Some(Duration::from_secs(1)), // used a second ago: refreshed
+                2 => Some(AGE),                    // last used before it was learned: not
+                _ => None,                         // never: not
+            }
+        });
+        asked.sort_unstable();
+        assert_eq!(
+            asked,
+            [1, 2, 3, 4],
+            "young and static entries are not asked about"
+        );
+        let later = t0 + AGE + Duration::from_secs(1);
+        assert_eq!(fdb.expire(later), 3);
+        assert_eq!(fdb.lookup(&key(1), later), Lookup::Hit(PortId(0)));
+        assert_eq!(
+            fdb.iter()
+                .find(|(k, _)| **k == key(1))
+                .map(|(_, e)| e.last_seen),
+            Some(now - Duration::from_secs(1))
+        );
     }
 
     #[test]

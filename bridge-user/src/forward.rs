@@ -587,6 +587,21 @@ impl Forwarder {
 
     /// Ages out FDB entries, follows MTU changes and removes ports whose interface has vanished.
     fn housekeeping(&mut self, now: Instant) {
+        if let Some((fast, _)) = &self.fast_path {
+            let ports = &self.ports;
+            let in_fast_path = |port: PortId| {
+                ports
+                    .get(port.0 as usize)
+                    .is_some_and(|p| p.as_ref().is_some_and(|p| p.in_fast_path))
+            };
+            // Twice the interval: every entry is asked about before it ages out.
+            self.fdb
+                .refresh_used_elsewhere(now, 2 * HOUSEKEEPING_INTERVAL, |key, entry| {
+                    in_fast_path(entry.port)
+                        .then(|| fast.used_ago(key))
+                        .flatten()
+                });
+        }
         self.fdb_counters.aged_out += self.fdb.expire(now) as u64;
         let max_mtu = port::max_mtu(self.umem.frame_size());
         let mut mtu_changed = Vec::new();

@@ -12,8 +12,8 @@ use aya::{
     Ebpf, EbpfError,
 };
 use bridge_common::maps::{
-    xsk_index, XdpPortStats, FAST_FDB, FAST_PORTS, MAX_QUEUES_PER_PORT, PORT_DEVS, PORT_SLOTS,
-    XDP_STATS, XSKS,
+    xsk_index, XdpPortStats, FAST_FDB, FAST_FDB_ENTRIES, FAST_PORTS, FAST_USED,
+    MAX_QUEUES_PER_PORT, PORT_DEVS, PORT_SLOTS, XDP_STATS, XSKS,
 };
 
 use crate::control::XdpRow;
@@ -160,23 +160,26 @@ impl Loader {
     /// # Errors
     /// The map is missing or cannot be mapped.
     pub fn wake_cpu(&self) -> Result<crate::affinity::WakeCpu, LoaderError> {
+        let map = self.mmap_array(bridge_common::maps::WAKE_CPU, 4096)?;
+        Ok(crate::affinity::WakeCpu::new(map))
+    }
+
+    /// The first `len` bytes of a `BPF_F_MMAPABLE` array's values, mapped into our memory.
+    fn mmap_array(&self, name: &'static str, len: usize) -> Result<crate::xsk::Mmap, LoaderError> {
         use std::os::fd::AsFd;
-        let name = bridge_common::maps::WAKE_CPU;
         let Some(aya::maps::Map::Array(data)) = self.ebpf.map(name) else {
             return Err(LoaderError::Map {
                 name,
                 source: aya::maps::MapError::InvalidName { name: name.into() },
             });
         };
-        let map =
-            crate::xsk::Mmap::shared(data.fd().as_fd(), 4096, 0).map_err(|e| LoaderError::Map {
-                name,
-                source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
-                    call: "mmap",
-                    io_error: e,
-                }),
-            })?;
-        Ok(crate::affinity::WakeCpu::new(map))
+        crate::xsk::Mmap::shared(data.fd().as_fd(), len, 0).map_err(|e| LoaderError::Map {
+            name,
+            source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                call: "mmap",
+                io_error: e,
+            }),
+        })
     }
 
     /// Hands the fast path's maps to their keeper, the forwarder (see `fastpath`).
@@ -191,11 +194,13 @@ impl Loader {
             })
         };
         let (ports, fdb, devs) = (take(FAST_PORTS)?, take(FAST_FDB)?, take(PORT_DEVS)?);
+        let used = self.mmap_array(FAST_USED, FAST_FDB_ENTRIES as usize * 8)?;
         let wrap = |name: &'static str| move |source| LoaderError::Map { name, source };
         Ok(crate::fastpath::FastPath::new(
             ports.try_into().map_err(wrap(FAST_PORTS))?,
             fdb.try_into().map_err(wrap(FAST_FDB))?,
             devs.try_into().map_err(wrap(PORT_DEVS))?,
+            used,
         ))
     }
 

@@ -178,3 +178,49 @@ fn a_port_whose_client_turns_gro_off_leaves_the_fast_path_and_keeps_working() {
     assert_pings(a, b, 3);
     assert!(daemon.counter(&b.host_if, "/xdp/fast_tx_frames") > fast_to_b);
 }
+
+#[test]
+fn stations_heard_only_on_the_fast_path_stay_learned_and_age_out_once_silent() {
+    require_privileged!(
+        "stations_heard_only_on_the_fast_path_stay_learned_and_age_out_once_silent"
+    );
+    let topo = Topology::builder("fastage", 93).gro(true).build();
+    let (a, b) = (topo.client(0), topo.client(1));
+    std::fs::write(
+        topo.config_path(),
+        format!(
+            "fdb_max_age_secs = 2\n\n[[bridge_domain]]\nname = \"wire\"\nports = [{:?}, {:?}]\n",
+            a.host_if, b.host_if
+        ),
+    )
+    .expect("write vwire.toml");
+    let daemon = topo.start_daemon();
+    assert!(wait_until(ARRIVE, || in_fast_path(&daemon, &a.host_if)
+        && in_fast_path(&daemon, &b.host_if)));
+    let aged_out = || counter(&daemon.interfaces(), "/fdb/aged_out");
+
+    // Three age limits of pings, all but the first exchange in XDP: the forwarder sees none
+    // of them, and still keeps both stations.
+    assert_pings(a, b, 30);
+    assert!(
+        daemon.counter(&a.host_if, "/xdp/fast_rx_frames") >= 25,
+        "the pings went through the fast path:\n{}",
+        daemon.interfaces()
+    );
+    assert_eq!(
+        aged_out(),
+        0,
+        "no station in use aged out:\n{}",
+        daemon.fdb()
+    );
+    let macs = topo.client_macs();
+    assert!(daemon.fdb_entry(&macs[0]).is_some() && daemon.fdb_entry(&macs[1]).is_some());
+
+    // Silent, they age out as any station does.
+    assert!(
+        wait_until(Duration::from_secs(8), || aged_out() >= 2),
+        "both stations age out once silent:\n{}",
+        daemon.fdb()
+    );
+    assert!(daemon.fdb_entry(&macs[0]).is_none() && daemon.fdb_entry(&macs[1]).is_none());
+}

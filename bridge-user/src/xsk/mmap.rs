@@ -77,6 +77,16 @@ impl Mmap {
         }
     }
 
+    /// Entry `index` of a mapped BPF array of `u32`s: the kernel lays array values out
+    /// 8 bytes apart (`round_up(value_size, 8)`), the value first.
+    ///
+    /// # Panics
+    /// The mapping is too short.
+    #[must_use]
+    pub fn bpf_array_u32(&self, index: usize) -> &std::sync::atomic::AtomicU32 {
+        self.u32_at(index * 2)
+    }
+
     fn from_raw(ptr: *mut libc::c_void, len: usize) -> io::Result<Self> {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());

@@ -149,6 +149,9 @@ impl FastPath {
                 None => {
                     // Absent already is fine: removals of addresses that never made it in.
                     let _ = self.fdb.remove(&fast);
+                    // An XDP program still holding the old entry may mark the index once
+                    // more after its next holder got it: that station then looks used for
+                    // one age period at most.
                     if let Some(index) = self.used_index.remove(&fast) {
                         self.unused.push(index);
                     }

@@ -190,9 +190,10 @@ impl FastPath {
         self.table_full += 1;
     }
 
-    /// How long ago the fast path last carried a frame from the station, to the second.
+    /// How long before `now_second` ([`coarse_second`]) the fast path last carried a frame
+    /// from the station, to the second.
     #[must_use]
-    pub fn used_ago(&self, key: &FdbKey) -> Option<Duration> {
+    pub fn used_ago(&self, key: &FdbKey, now_second: u64) -> Option<Duration> {
         let &index = self.used_index.get(&fast_key(key))?;
         let second = self
             .used
@@ -201,10 +202,18 @@ impl FastPath {
         if second == 0 {
             return None;
         }
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).ok()?;
-        let now = u64::try_from(now.tv_sec()).ok()?;
-        Some(Duration::from_secs(now.saturating_sub(u64::from(second))))
+        Some(Duration::from_secs(
+            now_second.saturating_sub(u64::from(second)),
+        ))
     }
+}
+
+/// The second of `CLOCK_MONOTONIC_COARSE`, the clock the XDP program's `FAST_USED` marks
+/// count in (`bpf_ktime_get_coarse_ns`).
+#[must_use]
+pub fn coarse_second() -> Option<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).ok()?;
+    u64::try_from(now.tv_sec()).ok()
 }
 
 fn fast_key(key: &FdbKey) -> FastKey {

@@ -587,7 +587,7 @@ impl Forwarder {
 
     /// Ages out FDB entries, follows MTU changes and removes ports whose interface has vanished.
     fn housekeeping(&mut self, now: Instant) {
-        if let Some((fast, _)) = &self.fast_path {
+        if let (Some((fast, _)), Some(second)) = (&self.fast_path, fastpath::coarse_second()) {
             let ports = &self.ports;
             let in_fast_path = |port: PortId| {
                 ports
@@ -598,7 +598,7 @@ impl Forwarder {
             self.fdb
                 .refresh_used_elsewhere(now, 2 * HOUSEKEEPING_INTERVAL, |key, entry| {
                     in_fast_path(entry.port)
-                        .then(|| fast.used_ago(key))
+                        .then(|| fast.used_ago(key, second))
                         .flatten()
                 });
         }

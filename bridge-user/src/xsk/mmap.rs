@@ -54,12 +54,13 @@ impl Mmap {
     }
 
     /// The `index`th u32 of the mapping as an atomic: a value a BPF program stores to while
-    /// we read it, or reads while we store it.
+    /// we read it, or reads while we store it. Private: BPF arrays are read through
+    /// [`Mmap::bpf_array_u32`], which knows their stride.
     ///
     /// # Panics
     /// The mapping is too short.
     #[must_use]
-    pub fn u32_at(&self, index: usize) -> &std::sync::atomic::AtomicU32 {
+    fn u32_at(&self, index: usize) -> &std::sync::atomic::AtomicU32 {
         assert!(
             (index + 1) * 4 <= self.len,
             "u32 {index} of {} bytes",

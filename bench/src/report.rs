@@ -24,7 +24,8 @@ pub fn render(r: &Results, chart: Option<&str>) -> String {
     let _ = writeln!(s, "# vwire benchmark {}\n", r.started);
     let _ = writeln!(
         s,
-        "Mode **{}**: median of {} repetition(s), {} s per rate measurement. Invocation: `{}`\n",
+        "Mode **{}**: median of {} repetition(s), each a round over every device in turn, \
+         {} s per rate measurement. Invocation: `{}`\n",
         r.mode, r.reps, r.duration_s, r.invocation
     );
     let _ = writeln!(s, "## Machine\n");

@@ -250,7 +250,10 @@ struct Ctx<'a> {
     log: &'a CmdLog,
     exe: String,
     duration: f64,
-    reps: usize,
+    /// The repetitions measured in this round (see `run`).
+    reps: std::ops::Range<usize>,
+    /// Repetitions in the whole run.
+    total_reps: usize,
     short: bool,
     only: Option<Vec<String>>,
 }
@@ -674,7 +677,7 @@ fn prelearn(ctx: &Ctx<'_>, topo: &Topology, name: &str) -> anyhow::Result<()> {
 fn flood(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, key: &'static str, res: &mut Results) {
     let name = dut.kind.name();
     let receivers: Vec<usize> = (1..topo.clients.len()).collect();
-    for rep in 0..ctx.reps {
+    for rep in ctx.reps.clone() {
         let o = GenOpts::flat_out(64, "02:76:77:99:99:99");
         match rate_test(ctx, topo, dut, &o, &receivers) {
             Ok(r) => {
@@ -729,10 +732,10 @@ fn bench_dut(
         res.notes.push(n);
     };
 
-    if ctx.wants("idle_cpu") {
+    if ctx.wants("idle_cpu") && ctx.reps.start == 0 {
         if let Some(pid) = dut.pid() {
             std::thread::sleep(Duration::from_secs(1));
-            let secs = if ctx.reps > 1 { 5.0 } else { 2.0 };
+            let secs = if ctx.total_reps > 1 { 5.0 } else { 2.0 };
             let a = topo::cpu_seconds(pid)?;
             std::thread::sleep(Duration::from_secs_f64(secs));
             let b = topo::cpu_seconds(pid)?;
@@ -762,7 +765,7 @@ fn bench_dut(
         if !ctx.wants(key) || (key == "station64" && !station_known) {
             continue;
         }
-        for rep in 0..ctx.reps {
+        for rep in ctx.reps.clone() {
             let o = GenOpts {
                 sink_woken: key == "woken64",
                 ..GenOpts::flat_out(size, dst_mac)
@@ -782,7 +785,7 @@ fn bench_dut(
         }
     }
     if ctx.wants("ndr64") {
-        for rep in 0..ctx.reps {
+        for rep in ctx.reps.clone() {
             match ndr(ctx, &topo, &dut, &c1mac) {
                 Ok((k, d)) => push(res, name, "ndr64", rep, k, d),
                 Err(e) => note(res, "no-drop rate", &e),
@@ -790,7 +793,7 @@ fn bench_dut(
         }
     }
     if ctx.wants("owl_p50") {
-        for rep in 0..ctx.reps {
+        for rep in ctx.reps.clone() {
             let o = GenOpts {
                 rate: Some(10_000),
                 sink_woken: true,
@@ -807,7 +810,7 @@ fn bench_dut(
         }
     }
     if ctx.wants("ping_p50") {
-        for rep in 0..ctx.reps {
+        for rep in ctx.reps.clone() {
             match ping(ctx, &topo, 200, "0.01") {
                 Ok(v) => {
                     let d = format!("{} replies, min {:.0} us", v.len(), v[0]);
@@ -826,7 +829,7 @@ fn bench_dut(
         }
     }
     if ctx.wants("ping1ms_p50") {
-        for rep in 0..ctx.reps {
+        for rep in ctx.reps.clone() {
             match ping(ctx, &topo, 1000, "0.001") {
                 Ok(v) => {
                     let d = format!(
@@ -842,7 +845,7 @@ fn bench_dut(
         }
     }
     if ctx.wants("tcp") {
-        for rep in 0..ctx.reps {
+        for rep in ctx.reps.clone() {
             match iperf(ctx, &topo) {
                 Ok(g) => push(res, name, "tcp", rep, g, String::new()),
                 Err(e) => note(res, "iperf3", &e),
@@ -854,7 +857,7 @@ fn bench_dut(
     }
     if ctx.wants("trafgen64") && *kind == DutKind::LinuxBridge {
         if which("trafgen") {
-            for rep in 0..ctx.reps {
+            for rep in ctx.reps.clone() {
                 match trafgen(ctx, &topo, workdir) {
                     Ok(k) => push(res, name, "trafgen64", rep, k, "sink-counted".to_owned()),
                     Err(e) => note(res, "trafgen", &e),
@@ -867,7 +870,7 @@ fn bench_dut(
     }
     // Last: it fills the FDB with 64K entries.
     if ctx.wants("macs64k") {
-        for rep in 0..ctx.reps {
+        for rep in ctx.reps.clone() {
             let o = GenOpts {
                 src_mac: Some("02:76:78:00:00:00"),
                 src_macs: Some(65_536),
@@ -901,7 +904,7 @@ fn bench_dut(
         let globals = format!("{globals}frame_size = 4096\numem_frames = 16384\n");
         let _dut = Dut::start(kind, &topo, &workdir.join("mtu3500"), ctx.log, &globals)?;
         prelearn(ctx, &topo, name)?;
-        for rep in 0..ctx.reps {
+        for rep in ctx.reps.clone() {
             match iperf(ctx, &topo) {
                 Ok(g) => push(
                     res,
@@ -942,11 +945,12 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?.to_string_lossy().into_owned();
     let vwire = std::fs::canonicalize(&a.vwire)
         .with_context(|| format!("vwire binary {}", a.vwire.display()))?;
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         log: &log,
         exe,
         duration,
-        reps,
+        reps: 0..reps,
+        total_reps: reps,
         short,
         only: a.only.clone(),
     };
@@ -1011,20 +1015,29 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
         globals += &format!("spin_us = {s}\n");
     }
     let base = std::env::temp_dir().join(format!("vwire-bench-{}", std::process::id()));
-    for (i, kind) in kinds.iter().enumerate() {
-        let prefix = format!("vwb{}-{i}", std::process::id());
-        res.duts.push(kind.name().to_owned());
-        if let Err(e) = bench_dut(
-            &ctx,
-            kind,
-            &prefix,
-            &base.join(kind.name()),
-            &globals,
-            &mut res,
-        ) {
-            let n = format!("{}: aborted: {e:#}", kind.name());
-            eprintln!("{n}");
-            res.notes.push(n);
+    res.duts = kinds.iter().map(|k| k.name().to_owned()).collect();
+    // Rounds: each repetition runs every device in turn, so a slow spell of the shared host
+    // falls on every device's samples alike instead of on one device's all.
+    let mut aborted = vec![false; kinds.len()];
+    for round in 0..reps {
+        ctx.reps = round..round + 1;
+        if reps > 1 {
+            eprintln!("== round {} of {reps}", round + 1);
+        }
+        for (i, kind) in kinds.iter().enumerate() {
+            if aborted[i] {
+                continue;
+            }
+            // Each round's topology is gone before the next: names repeat, and so the
+            // report's command list stays one round long.
+            let prefix = format!("vwb{}-{i}", std::process::id());
+            let workdir = base.join(kind.name());
+            if let Err(e) = bench_dut(&ctx, kind, &prefix, &workdir, &globals, &mut res) {
+                let n = format!("{}: aborted: {e:#}", kind.name());
+                eprintln!("{n}");
+                res.notes.push(n);
+                aborted[i] = true;
+            }
         }
     }
     res.commands = log.lines();

@@ -17,6 +17,8 @@ pub const XDP_STATS: &str = "XDP_STATS";
 /// forwarder sleeps on that CPU, so the next frame wakes it there without an
 /// inter-processor interrupt (see the daemon's `affinity` module).
 pub const WAKE_CPU: &str = "WAKE_CPU";
+/// Entries of [`WAKE_CPU`].
+pub const WAKE_CPU_ENTRIES: u32 = 2;
 
 /// Name of the `Array<FastPort>` indexed by slot: which ports take part in the XDP fast path.
 pub const FAST_PORTS: &str = "FAST_PORTS";

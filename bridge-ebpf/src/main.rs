@@ -29,7 +29,8 @@ use aya_ebpf::{
 use bridge_common::{
     maps::{
         xsk_index, CpuLoad, FastEntry, FastKey, FastPort, XdpPortStats, FAST_FDB_ENTRIES,
-        FAST_PATH_BUSY_FRAMES, FAST_PATH_WINDOW_NS, MAX_PORTS, MAX_QUEUES_PER_PORT, XSKS_ENTRIES,
+        FAST_PATH_BUSY_FRAMES, FAST_PATH_WINDOW_NS, MAX_PORTS, MAX_QUEUES_PER_PORT,
+        WAKE_CPU_ENTRIES, XSKS_ENTRIES,
     },
     wire::{ETHERNET_HEADER_LEN, TPID_8021AD, TPID_8021Q},
 };
@@ -62,7 +63,7 @@ static CPU_LOAD: PerCpuArray<CpuLoad> = PerCpuArray::with_max_entries(1, 0);
 static BUSY_UNTIL: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map(name = "WAKE_CPU")]
-static WAKE_CPU: Array<u32> = Array::with_max_entries(2, BPF_F_MMAPABLE);
+static WAKE_CPU: Array<u32> = Array::with_max_entries(WAKE_CPU_ENTRIES, BPF_F_MMAPABLE);
 
 #[xdp]
 pub fn vwire_steer(ctx: XdpContext) -> u32 {

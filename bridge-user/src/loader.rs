@@ -160,12 +160,19 @@ impl Loader {
     /// # Errors
     /// The map is missing or cannot be mapped.
     pub fn wake_cpu(&self) -> Result<crate::affinity::WakeCpu, LoaderError> {
-        let map = self.mmap_array(bridge_common::maps::WAKE_CPU, 4096)?;
+        let map = self.mmap_array(
+            bridge_common::maps::WAKE_CPU,
+            bridge_common::maps::WAKE_CPU_ENTRIES,
+        )?;
         Ok(crate::affinity::WakeCpu::new(map))
     }
 
-    /// The first `len` bytes of a `BPF_F_MMAPABLE` array's values, mapped into our memory.
-    fn mmap_array(&self, name: &'static str, len: usize) -> Result<crate::xsk::Mmap, LoaderError> {
+    /// The values of a `BPF_F_MMAPABLE` array of `entries` u32s, mapped into our memory.
+    fn mmap_array(
+        &self,
+        name: &'static str,
+        entries: u32,
+    ) -> Result<crate::xsk::Mmap, LoaderError> {
         use std::os::fd::AsFd;
         let Some(aya::maps::Map::Array(data)) = self.ebpf.map(name) else {
             return Err(LoaderError::Map {
@@ -173,7 +180,7 @@ impl Loader {
                 source: aya::maps::MapError::InvalidName { name: name.into() },
             });
         };
-        crate::xsk::Mmap::shared(data.fd().as_fd(), len, 0).map_err(|e| LoaderError::Map {
+        crate::xsk::Mmap::bpf_array(data.fd().as_fd(), entries).map_err(|e| LoaderError::Map {
             name,
             source: aya::maps::MapError::SyscallError(aya::sys::SyscallError {
                 call: "mmap",
@@ -194,7 +201,7 @@ impl Loader {
             })
         };
         let (ports, fdb, devs) = (take(FAST_PORTS)?, take(FAST_FDB)?, take(PORT_DEVS)?);
-        let used = self.mmap_array(FAST_USED, FAST_FDB_ENTRIES as usize * 8)?;
+        let used = self.mmap_array(FAST_USED, FAST_FDB_ENTRIES)?;
         let wrap = |name: &'static str| move |source| LoaderError::Map { name, source };
         Ok(crate::fastpath::FastPath::new(
             ports.try_into().map_err(wrap(FAST_PORTS))?,

@@ -2,6 +2,10 @@
 
 use std::{io, os::fd::BorrowedFd, ptr::NonNull};
 
+/// How far apart the kernel lays out a BPF array's values: `round_up(value_size, 8)`, so 8
+/// for u32s. Known here only, as the mapping's size and its indexing must agree.
+const BPF_ARRAY_STRIDE: usize = 8;
+
 /// A `mmap`ed region owned by this value.
 #[derive(Debug)]
 pub struct Mmap {
@@ -53,6 +57,12 @@ impl Mmap {
         Self::from_raw(ptr, len)
     }
 
+    /// Maps the values of a `BPF_F_MMAPABLE` array of `entries` u32s (see
+    /// [`Mmap::bpf_array_u32`]).
+    pub fn bpf_array(fd: BorrowedFd<'_>, entries: u32) -> io::Result<Self> {
+        Self::shared(fd, entries as usize * BPF_ARRAY_STRIDE, 0)
+    }
+
     /// The `index`th u32 of the mapping as an atomic: a value a BPF program stores to while
     /// we read it, or reads while we store it. Private: BPF arrays are read through
     /// [`Mmap::bpf_array_u32`], which knows their stride.
@@ -78,14 +88,13 @@ impl Mmap {
         }
     }
 
-    /// Entry `index` of a mapped BPF array of `u32`s: the kernel lays array values out
-    /// 8 bytes apart (`round_up(value_size, 8)`), the value first.
+    /// Entry `index` of a mapped BPF array of `u32`s (the value first in its stride).
     ///
     /// # Panics
     /// The mapping is too short.
     #[must_use]
     pub fn bpf_array_u32(&self, index: usize) -> &std::sync::atomic::AtomicU32 {
-        self.u32_at(index * 2)
+        self.u32_at(index * BPF_ARRAY_STRIDE / 4)
     }
 
     fn from_raw(ptr: *mut libc::c_void, len: usize) -> io::Result<Self> {

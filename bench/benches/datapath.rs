@@ -1,8 +1,7 @@
 //! Criterion microbenchmarks of vwire's per-frame path, with no sockets: classification,
-//! FDB learn and lookup at 64K MACs, and the whole `forward::decide` step.
-//!
-//! Also VLAN tag push/pop in place. Not covered yet: flood fan-out (the copy into fresh UMEM
-//! frames lives inside the forwarder, with no public API to call it without sockets).
+//! FDB learn and lookup at 64K MACs, the whole `forward::decide` step, VLAN tag push/pop in
+//! place, and a flood's fan-out (`forward::fan_out`: a copy into a fresh UMEM frame for every
+//! egress port but the last).
 
 use std::{
     hint::black_box,
@@ -12,10 +11,12 @@ use std::{
 use bridge_common::wire::{EthernetFrame, MacAddr, VlanId};
 use bridge_user::{
     fdb::{Fdb, FdbKey},
-    forward::decide,
+    forward::{decide, fan_out},
+    frames::Frames,
     metrics::FdbCounters,
     port::{DomainId, PortId},
-    vlan::{pop_tag, push_tag, PortMode},
+    vlan::{pop_tag, push_tag, Egress, PortMode},
+    xsk::{Desc, Umem},
 };
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -177,5 +178,51 @@ fn vlan(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, classify, fdb, decide_bench, vlan);
+#[allow(
+    unsafe_code,
+    reason = "writes and floods frames of a UMEM only this benchmark uses"
+)]
+fn flood(c: &mut Criterion) {
+    let umem = Umem::new(1024, 2048).expect("an anonymous mapping");
+    let mut frames = Frames::new(umem.frame_count(), umem.frame_size());
+    let chunk = frames.alloc().expect("a free frame");
+    let mut g = c.benchmark_group("flood");
+    for (len, ports) in [(60u32, 4u32), (60, 8), (1514, 8)] {
+        // Where XDP puts a received frame: after 256 bytes of headroom.
+        let received = Desc {
+            addr: chunk + 256,
+            len,
+            options: 0,
+        };
+        let mut bytes = frame(mac(1), mac(2));
+        bytes.resize(len as usize, 0);
+        // SAFETY: the frame came off the free list, and nothing else uses this UMEM.
+        unsafe { umem.frame_mut(received.addr, bytes.len()) }.copy_from_slice(&bytes);
+        let targets: Vec<(PortId, Egress)> =
+            (0..ports).map(|p| (PortId(p), Egress::Untagged)).collect();
+        let mut copies = Vec::with_capacity(targets.len());
+        // Elements are frames sent out: one flood to 8 ports sends 8 frames.
+        g.throughput(Throughput::Elements(u64::from(ports)));
+        g.bench_function(format!("fan_out_{ports}_ports_{}b", len + 4), |b| {
+            b.iter(|| {
+                // SAFETY: the benchmark owns `received`'s frame; the copies go back at once.
+                unsafe {
+                    fan_out(
+                        &umem,
+                        &mut frames,
+                        black_box(received),
+                        &targets,
+                        &mut copies,
+                    )
+                };
+                for &(_, _, copy) in &copies[..copies.len() - 1] {
+                    frames.release(umem.chunk_of(copy.expect("frames to spare").addr));
+                }
+            });
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, classify, fdb, decide_bench, vlan, flood);
 criterion_main!(benches);

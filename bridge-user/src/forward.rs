@@ -115,6 +115,50 @@ impl Accounting {
     }
 }
 
+/// A flood's copies, into `copies` in the order of `targets`: every target but the last gets
+/// the frame copied into a fresh frame from the free list, the last one the original, so a
+/// flood to N ports costs N - 1 copies. A target the free list had no frame for gets `None`.
+///
+/// # Safety
+/// `desc` lies within `umem`, and the caller owns its frame: it came off an rx ring (or the
+/// free list) and nothing else reads or writes it until the copies are made.
+#[allow(
+    unsafe_code,
+    reason = "copies between two frames the caller owns (rx'd and free)"
+)]
+pub unsafe fn fan_out(
+    umem: &Umem,
+    frames: &mut Frames,
+    desc: Desc,
+    targets: &[(PortId, Egress)],
+    copies: &mut Vec<(PortId, Egress, Option<Desc>)>,
+) {
+    copies.clear();
+    let Some((&(last, last_how), others)) = targets.split_last() else {
+        return;
+    };
+    let offset = desc.addr - umem.chunk_of(desc.addr);
+    for &(egress, how) in others {
+        let copy = frames.alloc().map(|chunk| {
+            let copy = Desc {
+                addr: chunk + offset,
+                len: desc.len,
+                options: 0,
+            };
+            // SAFETY: the caller owns `desc`'s frame and `chunk` just came off the free list,
+            // so these are two different frames nothing else touches.
+            unsafe {
+                let src = umem.frame(desc.addr, desc.len as usize);
+                umem.frame_mut(copy.addr, copy.len as usize)
+                    .copy_from_slice(src);
+            }
+            copy
+        });
+        copies.push((egress, how, copy));
+    }
+    copies.push((last, last_how, Some(desc)));
+}
+
 /// Classifies a frame against its ingress port's VLAN mode, learns its source and decides
 /// where it goes.
 ///
@@ -230,6 +274,7 @@ pub struct Forwarder {
     /// Scratch for one rx batch and one flood, so the hot path allocates nothing.
     batch: Vec<Desc>,
     flood_targets: Vec<(PortId, Egress)>,
+    flood_copies: Vec<(PortId, Egress, Option<Desc>)>,
     pollfds: Vec<libc::pollfd>,
     /// Sleeps on the CPU that will wake us, when traffic is sparse (`affinity`).
     follow_wakeups: Option<Follower>,
@@ -271,6 +316,7 @@ impl Forwarder {
             last_housekeeping: Instant::now(),
             batch: Vec::with_capacity(RX_BATCH as usize),
             flood_targets: Vec::new(),
+            flood_copies: Vec::new(),
             pollfds: Vec::new(),
             follow_wakeups: None,
             tx_helper: None,
@@ -740,10 +786,7 @@ impl Forwarder {
     }
 
     /// Sends a frame to every other port of its domain that carries its VLAN.
-    #[allow(
-        unsafe_code,
-        reason = "copies between two frames this thread owns (rx'd and free)"
-    )]
+    #[allow(unsafe_code, reason = "hands fan_out a frame this thread owns (rx'd)")]
     fn flood(&mut self, domain: DomainId, ingress: PortId, desc: Desc, decision: Decision) {
         let mut targets = std::mem::take(&mut self.flood_targets);
         targets.clear();
@@ -755,35 +798,24 @@ impl Forwarder {
                 targets.push((member, how));
             }
         }
-        match targets.split_last() {
-            None => self.drop_frame(ingress, desc, DropReason::NoDestination),
-            Some((&(last, last_how), others)) => {
-                let offset = desc.addr - self.umem.chunk_of(desc.addr);
-                for &(egress, how) in others {
-                    let Some(chunk) = self.frames.alloc() else {
-                        self.port_mut(egress)
-                            .counters
-                            .drops
-                            .count(DropReason::UmemExhausted);
-                        continue;
-                    };
-                    let copy = Desc {
-                        addr: chunk + offset,
-                        len: desc.len,
-                        options: 0,
-                    };
-                    // SAFETY: `desc`'s frame is ours (off the rx ring) and `chunk` came off the
-                    // free list, so they are two different frames this thread owns.
-                    unsafe {
-                        let src = self.umem.frame(desc.addr, desc.len as usize);
-                        self.umem
-                            .frame_mut(copy.addr, copy.len as usize)
-                            .copy_from_slice(src);
-                    }
-                    self.stage(egress, copy, decision.tagged, how, decision.vlan);
+        if targets.is_empty() {
+            self.drop_frame(ingress, desc, DropReason::NoDestination);
+        } else {
+            let mut copies = std::mem::take(&mut self.flood_copies);
+            // SAFETY: `desc` came off an rx ring and `handle` checked that it lies in the UMEM,
+            // so this thread owns its frame and nothing else reads or writes it.
+            unsafe { fan_out(&self.umem, &mut self.frames, desc, &targets, &mut copies) };
+            for &(egress, how, copy) in &copies {
+                match copy {
+                    Some(copy) => self.stage(egress, copy, decision.tagged, how, decision.vlan),
+                    None => self
+                        .port_mut(egress)
+                        .counters
+                        .drops
+                        .count(DropReason::UmemExhausted),
                 }
-                self.stage(last, desc, decision.tagged, last_how, decision.vlan);
             }
+            self.flood_copies = copies;
         }
         self.flood_targets = targets;
     }
@@ -1243,6 +1275,61 @@ mod tests {
         f[14..16].copy_from_slice(&vid.to_be_bytes());
         f[16..18].copy_from_slice(&0x0800u16.to_be_bytes());
         f
+    }
+
+    #[test]
+    #[allow(
+        unsafe_code,
+        reason = "reads and writes frames of a UMEM only this test uses"
+    )]
+    fn fan_out_copies_for_all_but_the_last_target_and_reports_an_empty_free_list() {
+        let umem = Umem::new(4, 2048).expect("a small UMEM");
+        let mut frames = Frames::new(umem.frame_count(), umem.frame_size());
+        let chunk = frames.alloc().expect("a free frame");
+        let original = Desc {
+            addr: chunk + 256,
+            len: 60,
+            options: 0,
+        };
+        let bytes = frame(MAC_B, MAC_A, 0x0800);
+        // SAFETY: the frame just came off the free list; nothing else uses this UMEM.
+        unsafe { umem.frame_mut(original.addr, 60) }.copy_from_slice(&bytes);
+        let targets: Vec<(PortId, Egress)> =
+            (1..=4).map(|p| (PortId(p), Egress::Untagged)).collect();
+        let mut copies = Vec::new();
+
+        // Three free frames left: three copies, and the last target gets the original.
+        // SAFETY: as above, the test owns the original's frame.
+        unsafe { fan_out(&umem, &mut frames, original, &targets, &mut copies) };
+        let ports: Vec<PortId> = copies.iter().map(|c| c.0).collect();
+        assert_eq!(ports, [PortId(1), PortId(2), PortId(3), PortId(4)]);
+        assert_eq!(copies[3].2, Some(original));
+        let mut chunks = vec![chunk];
+        for &(_, _, copy) in &copies[..3] {
+            let copy = copy.expect("a free frame for each");
+            assert_eq!(
+                (copy.addr % 2048, copy.len),
+                (256, 60),
+                "same offset and length"
+            );
+            assert!(
+                !chunks.contains(&umem.chunk_of(copy.addr)),
+                "a frame of its own"
+            );
+            chunks.push(umem.chunk_of(copy.addr));
+            // SAFETY: the copy's frame came off the free list for this test alone.
+            assert_eq!(unsafe { umem.frame(copy.addr, 60) }, &bytes[..]);
+        }
+        assert_eq!(frames.free_count(), 0);
+
+        // Free list empty: the copies fail, the last target still gets the original.
+        // SAFETY: as above.
+        unsafe { fan_out(&umem, &mut frames, original, &targets[..3], &mut copies) };
+        let got: Vec<Option<Desc>> = copies.iter().map(|c| c.2).collect();
+        assert_eq!(got, [None, None, Some(original)]);
+        // SAFETY: as above.
+        unsafe { fan_out(&umem, &mut frames, original, &[], &mut copies) };
+        assert!(copies.is_empty(), "no targets, no copies");
     }
 
     struct Bridge {

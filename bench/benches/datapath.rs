@@ -3,14 +3,13 @@
 //! place, and a flood's fan-out (`forward::fan_out`: a copy into a fresh UMEM frame for every
 //! egress port but the last).
 
-use std::{
-    hint::black_box,
-    time::{Duration, Instant},
-};
+mod common;
+
+use std::{hint::black_box, time::Instant};
 
 use bridge_common::wire::{EthernetFrame, MacAddr, VlanId};
 use bridge_user::{
-    fdb::{Fdb, FdbKey},
+    fdb::Fdb,
     forward::{decide, fan_out},
     frames::Frames,
     metrics::FdbCounters,
@@ -18,42 +17,8 @@ use bridge_user::{
     vlan::{pop_tag, push_tag, Egress, PortMode},
     xsk::{Desc, Umem},
 };
+use common::{frame, full_fdb, key, mac, MAX_AGE, N};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-
-const N: u32 = 65_536;
-const MAX_AGE: Duration = Duration::from_secs(300);
-
-fn mac(i: u32) -> MacAddr {
-    let b = i.to_be_bytes();
-    MacAddr([0x02, 0x76, b[0], b[1], b[2], b[3]])
-}
-
-fn key(i: u32) -> FdbKey {
-    FdbKey {
-        domain: DomainId(0),
-        vlan: VlanId::DEFAULT,
-        mac: mac(i),
-    }
-}
-
-/// A 60-byte UDP frame from `src` to `dst`.
-fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
-    let mut f = vec![0u8; 60];
-    f[0..6].copy_from_slice(&dst.0);
-    f[6..12].copy_from_slice(&src.0);
-    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    f[14] = 0x45;
-    f[23] = 17;
-    f
-}
-
-fn full_fdb(now: Instant) -> Fdb {
-    let mut fdb = Fdb::new(MAX_AGE, N as usize * 2, u32::MAX);
-    for i in 0..N {
-        fdb.learn(key(i), PortId(i % 4), now);
-    }
-    fdb
-}
 
 fn classify(c: &mut Criterion) {
     let f = frame(mac(1), mac(2));

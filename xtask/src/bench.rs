@@ -22,6 +22,10 @@ pub struct Options {
     /// Also run the criterion microbenchmarks of the per-frame path.
     #[arg(long)]
     micro: bool,
+    /// Also count the per-frame path's instructions with Callgrind (installs valgrind and
+    /// iai-callgrind-runner if missing).
+    #[arg(long)]
+    callgrind: bool,
     /// Extra arguments for `vwire-bench run`, e.g. `-- --only rate64,ping_p50`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
@@ -44,7 +48,11 @@ pub fn bench(opts: &Options) -> Result<()> {
         .arg(&out)
         .args(&opts.args))?;
     if opts.micro {
-        run(cargo().args(["bench", "-p", "bench"]))?;
+        run(cargo().args(["bench", "-p", "bench", "--bench", "datapath"]))?;
+    }
+    if opts.callgrind {
+        setup::callgrind_tools()?;
+        run(cargo().args(["bench", "-p", "bench", "--bench", "callgrind"]))?;
     }
     println!("report: {}", out.join("latest.md").display());
     Ok(())

@@ -97,8 +97,13 @@ fn step(what: &str, state: &str) {
 }
 
 fn apt_packages() -> Result<()> {
+    apt_install(APT_PACKAGES)
+}
+
+/// Installs those of `packages` that are missing (`apt-get update` first, once).
+fn apt_install(packages: &[&str]) -> Result<()> {
     let mut missing = Vec::new();
-    for pkg in APT_PACKAGES {
+    for pkg in packages {
         if dpkg_installed(pkg) {
             step(&format!("apt {pkg}"), "present, skip");
         } else {
@@ -116,6 +121,38 @@ fn apt_packages() -> Result<()> {
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing))?;
     Ok(())
+}
+
+/// The iai-callgrind-runner release matching the `iai-callgrind` crate in `bench/Cargo.toml`
+/// (the two must be the same version).
+const IAI_CALLGRIND_RUNNER_VERSION: &str = "0.16.1";
+
+/// What `cargo xtask bench --callgrind` needs and the other commands do not: valgrind, and
+/// iai-callgrind's runner (about 2 minutes to build on our machines). Idempotent.
+///
+/// # Errors
+/// An installation failed, or installing needs root and we are not.
+pub fn callgrind_tools() -> Result<()> {
+    apt_install(&["valgrind"])?;
+    let what = format!("iai-callgrind-runner {IAI_CALLGRIND_RUNNER_VERSION}");
+    // The runner has no --version of its own; cargo lists what it installed.
+    let installed = output(Command::new("cargo").args(["install", "--list"])).is_ok_and(|list| {
+        list.contains(&format!(
+            "iai-callgrind-runner v{IAI_CALLGRIND_RUNNER_VERSION}:"
+        ))
+    });
+    if installed {
+        step(&what, "present, skip");
+        return Ok(());
+    }
+    step(&what, "installing");
+    run(Command::new("cargo").args([
+        "install",
+        "iai-callgrind-runner",
+        "--locked",
+        "--version",
+        IAI_CALLGRIND_RUNNER_VERSION,
+    ]))
 }
 
 fn apt_get() -> Command {

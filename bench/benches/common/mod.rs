@@ -1,0 +1,46 @@
+//! What both per-frame benchmarks (`datapath.rs`, `callgrind.rs`) build their inputs from.
+
+use std::time::{Duration, Instant};
+
+use bridge_common::wire::{MacAddr, VlanId};
+use bridge_user::{
+    fdb::{Fdb, FdbKey},
+    port::{DomainId, PortId},
+};
+
+/// MACs in the full FDB, as in the 64K-MAC rate scenario.
+pub const N: u32 = 65_536;
+pub const MAX_AGE: Duration = Duration::from_secs(300);
+
+pub fn mac(i: u32) -> MacAddr {
+    let b = i.to_be_bytes();
+    MacAddr([0x02, 0x76, b[0], b[1], b[2], b[3]])
+}
+
+pub fn key(i: u32) -> FdbKey {
+    FdbKey {
+        domain: DomainId(0),
+        vlan: VlanId::DEFAULT,
+        mac: mac(i),
+    }
+}
+
+/// A 60-byte UDP frame from `src` to `dst`.
+pub fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    f[0..6].copy_from_slice(&dst.0);
+    f[6..12].copy_from_slice(&src.0);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    f[14] = 0x45;
+    f[23] = 17;
+    f
+}
+
+/// An FDB with [`N`] MACs learned on four ports.
+pub fn full_fdb(now: Instant) -> Fdb {
+    let mut fdb = Fdb::new(MAX_AGE, N as usize * 2, u32::MAX);
+    for i in 0..N {
+        fdb.learn(key(i), PortId(i % 4), now);
+    }
+    fdb
+}

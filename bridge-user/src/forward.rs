@@ -120,8 +120,11 @@ impl Accounting {
 /// flood to N ports costs N - 1 copies. A target the free list had no frame for gets `None`.
 ///
 /// # Safety
-/// `desc` lies within `umem`, and the caller owns its frame: it came off an rx ring (or the
-/// free list) and nothing else reads or writes it until the copies are made.
+/// The caller owns `desc`'s frame: it came off an rx ring (or the free list) and nothing else
+/// reads or writes it until the copies are made.
+///
+/// # Panics
+/// If `desc` does not lie inside one frame of `umem` (see [`Umem::frame`]).
 #[allow(
     unsafe_code,
     reason = "copies between two frames the caller owns (rx'd and free)"

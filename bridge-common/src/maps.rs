@@ -12,8 +12,8 @@ pub const XSKS: &str = "XSKS";
 /// Name of the `PerCpuArray<XdpPortStats>` indexed by slot.
 pub const XDP_STATS: &str = "XDP_STATS";
 
-/// Name of the two-entry, mmapable `Array<u32>`: [0] the CPU that last handed a frame to a
-/// socket while the forwarder slept, [1] whether it sleeps now (set by the forwarder). The
+/// Name of the two-entry, mmapable `Array<u32>`: entry 0 the CPU that last handed a frame to a
+/// socket while the forwarder slept, entry 1 whether it sleeps now (set by the forwarder). The
 /// forwarder sleeps on that CPU, so the next frame wakes it there without an
 /// inter-processor interrupt (see the daemon's `affinity` module).
 pub const WAKE_CPU: &str = "WAKE_CPU";

@@ -68,7 +68,7 @@ pub fn test(opts: Options) -> Result<()> {
 /// Only bridge-user's integration tests (`bridge-user/tests/`).
 ///
 /// # Errors
-/// As [`test`].
+/// As [`test()`].
 pub fn integration_test(opts: IntegrationOptions) -> Result<()> {
     let IntegrationOptions {
         mode: Mode::Local,

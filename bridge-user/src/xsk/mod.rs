@@ -1,4 +1,6 @@
-//! AF_XDP sockets over one shared UMEM, and all of this crate's `unsafe`.
+//! AF_XDP sockets over one shared UMEM: the daemon's `unsafe` code, but for `forward`'s
+//! access to frame bytes (`handle`, `fan_out` and `stage`, each saying why it owns the frame)
+//! and one ioctl in `cni::ethtool`.
 //!
 //! Design (in the spirit of s2n-quic-xdp): one [`Umem`] holds every frame; one [`Socket`]
 //! per (port, rx queue) shares it with `XDP_SHARED_UMEM`, each with its own fill and

@@ -17,6 +17,14 @@ pub const TPID_8021Q: u16 = 0x8100;
 /// Tag protocol identifier of an IEEE 802.1ad (service, "Q-in-Q") VLAN tag.
 pub const TPID_8021AD: u16 = 0x88a8;
 
+pub const ETHERTYPE_IPV4: u16 = 0x0800;
+pub const ETHERTYPE_IPV6: u16 = 0x86dd;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+/// Where the checksum field sits in a TCP and a UDP header (see bridge-user's `checksum`).
+pub const TCP_CHECKSUM_OFFSET: usize = 16;
+pub const UDP_CHECKSUM_OFFSET: usize = 6;
+
 /// The frame is shorter than the header it claims to carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Truncated;

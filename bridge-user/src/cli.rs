@@ -334,6 +334,11 @@ pub fn interfaces_table(status: &Value) -> String {
                 .unwrap_or_default()
         };
         let mut notes = nonzero(&drops);
+        if let Some(n) = r.get("rx_checksums_completed").and_then(Value::as_u64) {
+            if n > 0 {
+                notes.push(format!("checksums_completed={n}"));
+            }
+        }
         let xdp = r.get("xdp").cloned().unwrap_or(Value::Null);
         notes.extend(nonzero(&xdp).into_iter().map(|n| format!("xdp.{n}")));
         let kernel = r.get("kernel").cloned().unwrap_or(Value::Null);

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     affinity::{Follower, WakeCpu},
+    checksum,
     control::{
         Command, DomainPortRow, DomainRow, EntrySelector, FdbRow, InterfaceRow, PortAdded,
         PortGone, PortRemoved, PortSpec, StaticEntry, Status, UmemRow,
@@ -734,10 +735,11 @@ impl Forwarder {
         true
     }
 
-    /// Classifies one received frame and stages it for its egress port(s).
+    /// Completes a partial checksum, classifies one received frame and stages it for its
+    /// egress port(s).
     #[allow(
         unsafe_code,
-        reason = "reads a frame this thread owns: it just came off an rx ring"
+        reason = "reads and rewrites a frame this thread owns: it just came off an rx ring"
     )]
     fn handle(&mut self, ingress: PortId, desc: Desc, now: Instant) {
         let len = desc.len as usize;
@@ -748,10 +750,13 @@ impl Forwarder {
             return;
         }
         // SAFETY: the descriptor came off our rx ring, so this thread owns the frame.
-        let frame = unsafe { self.umem.frame(desc.addr, len) };
+        let frame = unsafe { self.umem.frame_mut(desc.addr, len) };
+        let completed = checksum::complete_partial(frame);
+        let frame = &*frame;
         let port = self.ports[ingress.0 as usize]
             .as_mut()
             .expect("receiving port is live");
+        port.counters.rx_checksums_completed += u64::from(completed);
         let domain = port.domain;
         let unicast = frame.first().is_some_and(|b| b & 1 == 0);
         let decision = decide(

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod affinity;
+pub mod checksum;
 pub mod cli;
 pub mod cni;
 pub mod config;

@@ -120,6 +120,9 @@ pub struct PortCounters {
     pub rx_flooded: u64,
     /// Of those, unicast to an unknown destination.
     pub rx_unknown_unicast: u64,
+    /// TCP and UDP frames whose partial checksum (the client's TX checksum offload is on)
+    /// the forwarder completed (`checksum`).
+    pub rx_checksums_completed: u64,
     pub drops: DropCounters,
 }
 
@@ -191,6 +194,12 @@ pub fn render_prometheus(status: &Status) -> String {
         "counter",
         "Received frames flooded (broadcast, multicast, unknown unicast).",
         &mut per_port(|r| r.counters.rx_flooded).into_iter(),
+    );
+    family(
+        "vwire_port_rx_checksums_completed_total",
+        "counter",
+        "TCP/UDP frames whose partial checksum (TX checksum offload on at the client) vwire completed.",
+        &mut per_port(|r| r.counters.rx_checksums_completed).into_iter(),
     );
     family(
         "vwire_port_mtu_bytes",

@@ -1,11 +1,12 @@
-//! One arbitrary frame on a port with an arbitrary VLAN mode, through `decide` over an FDB
-//! that already knows a few stations. Checks `decide` against an independent model of the
+//! One arbitrary frame on a port with an arbitrary VLAN mode, through the partial-checksum
+//! completion and `decide` over an FDB that already knows a few stations. Checks `decide` against an independent model of the
 //! README's ingress rules, and that its verdict agrees with the FDB.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use bridge_common::wire::{EthernetFrame, MacAddr};
+use bridge_user::checksum;
 use bridge_user::fdb::{Fdb, FdbKey, Lookup};
 use bridge_user::forward::{decide, Verdict};
 use bridge_user::metrics::{DropReason, FdbCounters};
@@ -29,11 +30,23 @@ fuzz_target!(|data: &[u8]| {
         let port = PortId(u32::from(c.u8() % 4));
         fdb.learn(FdbKey { domain, vlan, mac }, port, now);
     }
-    let frame = if c.u8() & 1 == 0 {
+    let mut frame = if c.u8() & 1 == 0 {
         c.frame()
     } else {
         c.rest().to_vec()
     };
+    // Completing a partial checksum rewrites two bytes at most, and doing it again changes
+    // nothing more.
+    let received = frame.clone();
+    if checksum::complete_partial(&mut frame) {
+        let changed = received.iter().zip(&frame).filter(|(a, b)| a != b).count();
+        assert!(changed <= 2, "completing a checksum changed {changed} bytes");
+        let completed = frame.clone();
+        checksum::complete_partial(&mut frame);
+        assert_eq!(frame, completed, "a completed checksum changed again");
+    } else {
+        assert_eq!(frame, received, "left alone, yet changed");
+    }
     let mut events = FdbCounters::default();
     let d = decide(&mut fdb, &mut events, domain, ingress, &mode, &frame, now);
 

@@ -25,14 +25,19 @@ pub fn key(i: u32) -> FdbKey {
     }
 }
 
-/// A 60-byte UDP frame from `src` to `dst`.
+/// A 60-byte UDP frame from `src` to `dst` (10.77.0.1 to 10.77.0.2), checksum 0 ("none").
 pub fn frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
     let mut f = vec![0u8; 60];
     f[0..6].copy_from_slice(&dst.0);
     f[6..12].copy_from_slice(&src.0);
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     f[14] = 0x45;
+    f[16..18].copy_from_slice(&46u16.to_be_bytes());
+    f[22] = 64;
     f[23] = 17;
+    f[26..34].copy_from_slice(&[10, 77, 0, 1, 10, 77, 0, 2]);
+    f[34..38].copy_from_slice(&[0x30, 0x39, 0x30, 0x3a]);
+    f[38..40].copy_from_slice(&26u16.to_be_bytes());
     f
 }
 

@@ -8,7 +8,8 @@
 //! ports), whose source the forwarder has learned on this very port and whose destination on
 //! another, goes out through `PORT_DEVS` without visiting userspace. Anything else — unknown
 //! or moved stations, broadcast and multicast, tagged frames, frames too long for the egress
-//! port — takes the AF_XDP path, where the forwarder learns, floods and counts drops. So do
+//! port, TCP and UDP whose checksum the sender left to offload — takes the AF_XDP path, where
+//! the forwarder learns, floods, completes checksums and counts drops. So do
 //! all frames while any CPU is busy (`FAST_PATH_BUSY_FRAMES`): inline forwarding runs the
 //! receiver's whole stack on the arriving CPU, and under load the forwarder spreads that work
 //! over a second one.

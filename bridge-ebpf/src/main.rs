@@ -214,7 +214,7 @@ fn has_partial_checksum(start: usize, end: usize, ethertype: u16) -> bool {
     }
     // SAFETY: the field's two bytes lie before `data_end` (checked above).
     let field = u16::from_be_bytes(unsafe { *((l4 + at) as *const [u8; 2]) });
-    // A sum of at most 22 words folds to 16 bits in two steps.
+    // At most 22 words of 16 bits plus a 16-bit length: two folds bring it to 16 bits.
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     field != 0 && u32::from(field) == sum

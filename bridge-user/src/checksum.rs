@@ -179,19 +179,42 @@ mod tests {
         !u16::try_from(s).unwrap()
     }
 
-    fn pseudo4(f: &[u8], proto: u8, len: usize) -> Vec<u8> {
-        let mut p = f[26..34].to_vec();
+    fn pseudo4(f: &[u8], l3: usize, proto: u8, len: usize) -> Vec<u8> {
+        let mut p = f[l3 + 12..l3 + 20].to_vec();
         p.extend_from_slice(&[0, proto]);
         p.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
         p
     }
 
-    /// Writes what a kernel with TX checksum offload leaves in the field.
-    fn make_partial(f: &mut [u8], at: usize) {
-        let seg = segment(f).unwrap();
-        let pseudo = sum(&f[seg.addresses]) + u64::from(seg.proto) + seg.l4.len() as u64;
-        let at = seg.l4.start + at;
-        f[at..at + 2].copy_from_slice(&fold(pseudo).to_be_bytes());
+    /// Writes what a kernel with TX checksum offload leaves in the field at `at`: the folded,
+    /// uncomplemented sum of the pseudo-header (`~csum_tcpudp_magic(.., 0)`), from the
+    /// textbook sum rather than this module's.
+    fn make_partial(f: &mut [u8], at: usize, pseudo: &[u8]) {
+        f[at..at + 2].copy_from_slice(&(!reference(pseudo, &[])).to_be_bytes());
+    }
+
+    /// Makes `f`'s IPv4 UDP checksum (IP header at `l3`, `ihl` words) partial, completes it
+    /// and checks the result against the textbook checksum of the UDP segment.
+    fn complete_and_check_udp4(f: &mut [u8], l3: usize, ihl: usize, what: &str) {
+        let l4 = l3 + ihl * 4;
+        let udp_len = usize::from(u16::from_be_bytes([f[l4 + 4], f[l4 + 5]]));
+        let pseudo = pseudo4(f, l3, PROTO_UDP, udp_len);
+        make_partial(f, l4 + UDP_CHECK, &pseudo);
+        let before = f.to_vec();
+        assert!(complete_partial(f), "{what}");
+        let mut segment = f[l4..l4 + udp_len].to_vec();
+        segment[UDP_CHECK..UDP_CHECK + 2].fill(0);
+        let want = reference(&pseudo, &segment);
+        assert_eq!(u16::from_be_bytes([f[l4 + 6], f[l4 + 7]]), want, "{what}");
+        let changed: Vec<usize> = (0..f.len()).filter(|&k| f[k] != before[k]).collect();
+        assert!(
+            changed.iter().all(|&k| k == l4 + 6 || k == l4 + 7),
+            "{what}: {changed:?}"
+        );
+        assert!(
+            !complete_partial(f),
+            "{what}: a complete checksum is left alone"
+        );
     }
 
     #[test]
@@ -201,19 +224,31 @@ mod tests {
                 .map(|i| u8::try_from((i * 7 + 3) % 256).unwrap())
                 .collect();
             let mut f = udp4(&payload);
-            make_partial(&mut f, UDP_CHECK);
-            assert!(complete_partial(&mut f), "payload of {len} bytes");
-            let got = u16::from_be_bytes([f[40], f[41]]);
-            let mut segment = f[34..].to_vec();
-            segment[6..8].fill(0);
-            let want = reference(&pseudo4(&f, PROTO_UDP, segment.len()), &segment);
-            assert_eq!(got, want, "payload of {len} bytes");
-            assert!(
-                !complete_partial(&mut f),
-                "a complete checksum is left alone"
-            );
-            assert_eq!(u16::from_be_bytes([f[40], f[41]]), want);
+            complete_and_check_udp4(&mut f, 14, 5, &format!("payload of {len} bytes"));
         }
+    }
+
+    #[test]
+    fn padding_options_and_two_tags_are_handled() {
+        // A short datagram padded to Ethernet's 60 bytes: the padding is not summed.
+        let mut padded = udp4(b"hi");
+        padded.resize(60, 0xee);
+        complete_and_check_udp4(&mut padded, 14, 5, "padded");
+        // IPv4 options: the segment starts after them.
+        let mut options = udp4(b"with options");
+        options.splice(34..34, [1, 1, 1, 0]);
+        options[14] = 0x46;
+        let total = u16::from_be_bytes([options[16], options[17]]) + 4;
+        options[16..18].copy_from_slice(&total.to_be_bytes());
+        complete_and_check_udp4(&mut options, 14, 6, "options");
+        // 802.1ad outer tag, 802.1Q inner tag.
+        let mut qinq = udp4(b"double tagged");
+        let mut tags = TPID_8021AD.to_be_bytes().to_vec();
+        tags.extend_from_slice(&[0, 10]);
+        tags.extend_from_slice(&TPID_8021Q.to_be_bytes());
+        tags.extend_from_slice(&[0, 100]);
+        qinq.splice(12..12, tags);
+        complete_and_check_udp4(&mut qinq, 22, 5, "two tags");
     }
 
     #[test]
@@ -231,12 +266,12 @@ mod tests {
         tcp[12] = 5 << 4;
         f.extend_from_slice(&tcp);
         f.extend_from_slice(payload);
-        make_partial(&mut f, TCP_CHECK);
-        assert!(complete_partial(&mut f));
         let l4 = 18 + 40;
         let mut pseudo = f[18 + 8..18 + 40].to_vec();
         pseudo.extend_from_slice(&u32::try_from(20 + payload.len()).unwrap().to_be_bytes());
         pseudo.extend_from_slice(&[0, 0, 0, PROTO_TCP]);
+        make_partial(&mut f, l4 + TCP_CHECK, &pseudo);
+        assert!(complete_partial(&mut f));
         let mut segment = f[l4..].to_vec();
         segment[16..18].fill(0);
         assert_eq!(
@@ -249,17 +284,21 @@ mod tests {
     fn frames_that_are_not_partial_tcp_or_udp_are_left_alone() {
         // A correct checksum, a UDP checksum of 0 ("none"), a fragment, ICMP, a frame
         // shorter than its IP header says, ARP, a runt.
+        let partial = |f: &mut Vec<u8>| {
+            let pseudo = pseudo4(f, 14, PROTO_UDP, 13);
+            make_partial(f, 40, &pseudo);
+        };
         let mut complete = udp4(b"hello");
-        make_partial(&mut complete, UDP_CHECK);
+        partial(&mut complete);
         complete_partial(&mut complete);
         let mut none = udp4(b"hello");
         let mut fragment = udp4(b"hello");
-        make_partial(&mut fragment, UDP_CHECK);
+        partial(&mut fragment);
         fragment[20] = 0x20; // more fragments
         let mut icmp = udp4(b"hello");
         icmp[23] = 1;
         let mut short = udp4(b"hello");
-        make_partial(&mut short, UDP_CHECK);
+        partial(&mut short);
         short.truncate(short.len() - 1);
         let mut arp = vec![0u8; 42];
         arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());

@@ -135,21 +135,10 @@ struct Flood {
     copies: Vec<(PortId, Egress, Option<Desc>)>,
 }
 
-#[allow(
-    unsafe_code,
-    reason = "writes a frame of a UMEM only this benchmark uses"
-)]
 fn flood_to(ports: u32) -> Flood {
     let umem = Umem::new(64, 2048).expect("an anonymous mapping");
     let mut frames = Frames::new(umem.frame_count(), umem.frame_size());
-    let chunk = frames.alloc().expect("a free frame");
-    let received = Desc {
-        addr: chunk + 256,
-        len: 60,
-        options: 0,
-    };
-    // SAFETY: the frame just came off the free list, and nothing else uses this UMEM.
-    unsafe { umem.frame_mut(received.addr, 60) }.copy_from_slice(&frame(mac(1), mac(2)));
+    let received = common::received(&umem, &mut frames, &frame(mac(1), mac(2)));
     Flood {
         umem,
         frames,

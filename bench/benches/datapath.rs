@@ -15,9 +15,9 @@ use bridge_user::{
     metrics::FdbCounters,
     port::{DomainId, PortId},
     vlan::{pop_tag, push_tag, Egress, PortMode},
-    xsk::{Desc, Umem},
+    xsk::Umem,
 };
-use common::{frame, full_fdb, key, mac, MAX_AGE, N};
+use common::{frame, full_fdb, key, mac, received, MAX_AGE, N};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn classify(c: &mut Criterion) {
@@ -145,24 +145,16 @@ fn vlan(c: &mut Criterion) {
 
 #[allow(
     unsafe_code,
-    reason = "writes and floods frames of a UMEM only this benchmark uses"
+    reason = "floods frames of a UMEM only this benchmark uses"
 )]
 fn flood(c: &mut Criterion) {
     let umem = Umem::new(1024, 2048).expect("an anonymous mapping");
     let mut frames = Frames::new(umem.frame_count(), umem.frame_size());
-    let chunk = frames.alloc().expect("a free frame");
     let mut g = c.benchmark_group("flood");
     for (len, ports) in [(60u32, 4u32), (60, 8), (1514, 8)] {
-        // Where XDP puts a received frame: after 256 bytes of headroom.
-        let received = Desc {
-            addr: chunk + 256,
-            len,
-            options: 0,
-        };
         let mut bytes = frame(mac(1), mac(2));
         bytes.resize(len as usize, 0);
-        // SAFETY: the frame came off the free list, and nothing else uses this UMEM.
-        unsafe { umem.frame_mut(received.addr, bytes.len()) }.copy_from_slice(&bytes);
+        let received = received(&umem, &mut frames, &bytes);
         let targets: Vec<(PortId, Egress)> =
             (0..ports).map(|p| (PortId(p), Egress::Untagged)).collect();
         let mut copies = Vec::with_capacity(targets.len());

@@ -14,9 +14,8 @@
 use std::ops::Range;
 
 use bridge_common::wire::{
-    ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_TCP as PROTO_TCP,
-    IPPROTO_UDP as PROTO_UDP, TCP_CHECKSUM_OFFSET as TCP_CHECK, TPID_8021AD, TPID_8021Q,
-    UDP_CHECKSUM_OFFSET as UDP_CHECK,
+    ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_TCP, IPPROTO_UDP,
+    TCP_CHECKSUM_OFFSET, TPID_8021AD, TPID_8021Q, UDP_CHECKSUM_OFFSET,
 };
 
 /// The shortest TCP and UDP headers.
@@ -36,8 +35,8 @@ pub fn complete_partial(frame: &mut [u8]) -> bool {
         return false;
     };
     let (at, min) = match proto {
-        PROTO_TCP => (TCP_CHECK, TCP_MIN),
-        PROTO_UDP => (UDP_CHECK, UDP_MIN),
+        IPPROTO_TCP => (TCP_CHECKSUM_OFFSET, TCP_MIN),
+        IPPROTO_UDP => (UDP_CHECKSUM_OFFSET, UDP_MIN),
         _ => return false,
     };
     if l4.len() < min {
@@ -56,7 +55,7 @@ pub fn complete_partial(frame: &mut [u8]) -> bool {
     let segment = &mut frame[l4];
     segment[at..at + 2].fill(0);
     let mut check = !fold(pseudo + sum(segment));
-    if proto == PROTO_UDP && check == 0 {
+    if proto == IPPROTO_UDP && check == 0 {
         check = 0xffff;
     }
     segment[at..at + 2].copy_from_slice(&check.to_be_bytes());
@@ -151,7 +150,7 @@ mod tests {
         let mut f = vec![0u8; 14];
         f[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
         let total = 20 + 8 + payload.len();
-        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, PROTO_UDP, 0, 0];
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, IPPROTO_UDP, 0, 0];
         ip[2..4].copy_from_slice(&u16::try_from(total).unwrap().to_be_bytes());
         ip.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
         f.extend_from_slice(&ip);
@@ -198,12 +197,12 @@ mod tests {
     fn complete_and_check_udp4(f: &mut [u8], l3: usize, ihl: usize, what: &str) {
         let l4 = l3 + ihl * 4;
         let udp_len = usize::from(u16::from_be_bytes([f[l4 + 4], f[l4 + 5]]));
-        let pseudo = pseudo4(f, l3, PROTO_UDP, udp_len);
-        make_partial(f, l4 + UDP_CHECK, &pseudo);
+        let pseudo = pseudo4(f, l3, IPPROTO_UDP, udp_len);
+        make_partial(f, l4 + UDP_CHECKSUM_OFFSET, &pseudo);
         let before = f.to_vec();
         assert!(complete_partial(f), "{what}");
         let mut segment = f[l4..l4 + udp_len].to_vec();
-        segment[UDP_CHECK..UDP_CHECK + 2].fill(0);
+        segment[UDP_CHECKSUM_OFFSET..UDP_CHECKSUM_OFFSET + 2].fill(0);
         let want = reference(&pseudo, &segment);
         assert_eq!(u16::from_be_bytes([f[l4 + 6], f[l4 + 7]]), want, "{what}");
         let changed: Vec<usize> = (0..f.len()).filter(|&k| f[k] != before[k]).collect();
@@ -258,7 +257,7 @@ mod tests {
         f.extend_from_slice(&TPID_8021Q.to_be_bytes());
         f.extend_from_slice(&[0x00, 0x64]);
         f.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
-        let mut ip = vec![0x60, 0, 0, 0, 0, 0, PROTO_TCP, 64];
+        let mut ip = vec![0x60, 0, 0, 0, 0, 0, IPPROTO_TCP, 64];
         ip[4..6].copy_from_slice(&u16::try_from(20 + payload.len()).unwrap().to_be_bytes());
         ip.extend((0..32u8).map(|i| i * 5));
         f.extend_from_slice(&ip);
@@ -269,8 +268,8 @@ mod tests {
         let l4 = 18 + 40;
         let mut pseudo = f[18 + 8..18 + 40].to_vec();
         pseudo.extend_from_slice(&u32::try_from(20 + payload.len()).unwrap().to_be_bytes());
-        pseudo.extend_from_slice(&[0, 0, 0, PROTO_TCP]);
-        make_partial(&mut f, l4 + TCP_CHECK, &pseudo);
+        pseudo.extend_from_slice(&[0, 0, 0, IPPROTO_TCP]);
+        make_partial(&mut f, l4 + TCP_CHECKSUM_OFFSET, &pseudo);
         assert!(complete_partial(&mut f));
         let mut segment = f[l4..].to_vec();
         segment[16..18].fill(0);
@@ -285,7 +284,7 @@ mod tests {
         // A correct checksum, a UDP checksum of 0 ("none"), a fragment, ICMP, a frame
         // shorter than its IP header says, ARP, a runt.
         let partial = |f: &mut Vec<u8>| {
-            let pseudo = pseudo4(f, 14, PROTO_UDP, 13);
+            let pseudo = pseudo4(f, 14, IPPROTO_UDP, 13);
             make_partial(f, 40, &pseudo);
         };
         let mut complete = udp4(b"hello");

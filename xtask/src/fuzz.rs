@@ -60,13 +60,7 @@ pub fn install_cargo_fuzz() -> Result<()> {
         return Ok(());
     }
     println!("setup: cargo-fuzz {CARGO_FUZZ_VERSION}: installing");
-    run_cmd(Command::new("cargo").args([
-        "install",
-        "cargo-fuzz",
-        "--locked",
-        "--version",
-        CARGO_FUZZ_VERSION,
-    ]))
+    crate::setup::cargo_install("cargo-fuzz", CARGO_FUZZ_VERSION)
 }
 
 /// `cargo +nightly ...` in `fuzz/`, free of the toolchain choice of the cargo that runs us.

@@ -146,13 +146,15 @@ pub fn callgrind_tools() -> Result<()> {
         return Ok(());
     }
     step(&what, "installing");
-    run(Command::new("cargo").args([
-        "install",
-        "iai-callgrind-runner",
-        "--locked",
-        "--version",
-        IAI_CALLGRIND_RUNNER_VERSION,
-    ]))
+    cargo_install("iai-callgrind-runner", IAI_CALLGRIND_RUNNER_VERSION)
+}
+
+/// `cargo install --locked` of one pinned release of a tool from crates.io.
+///
+/// # Errors
+/// If `cargo install` fails.
+pub fn cargo_install(krate: &str, version: &str) -> Result<()> {
+    run(Command::new("cargo").args(["install", krate, "--locked", "--version", version]))
 }
 
 fn apt_get() -> Command {

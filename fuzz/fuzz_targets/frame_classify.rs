@@ -1,6 +1,7 @@
 //! One arbitrary frame on a port with an arbitrary VLAN mode, through the partial-checksum
-//! completion and `decide` over an FDB that already knows a few stations. Checks `decide` against an independent model of the
-//! README's ingress rules, and that its verdict agrees with the FDB.
+//! completion and `decide` over an FDB that already knows a few stations. Checks `decide`
+//! against an independent model of the README's ingress rules, and that its verdict agrees
+//! with the FDB.
 #![no_main]
 
 use std::time::{Duration, Instant};

@@ -46,7 +46,8 @@ pub struct Template {
     pub stamp_off: usize,
 }
 
-/// Offset of the source MAC (varied for learning tests).
+/// Offsets of the destination and source MACs (varied for learning tests).
+pub const DST_MAC_OFF: usize = 0;
 pub const SRC_MAC_OFF: usize = 6;
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -45,6 +45,9 @@ pub struct GenArgs {
     /// Number of source MACs: the low 3 bytes of --src-mac cycle through this many values.
     #[arg(long, default_value_t = 1)]
     pub src_macs: u32,
+    /// Number of destination MACs: the low 3 bytes of --dst-mac cycle through this many values.
+    #[arg(long, default_value_t = 1)]
+    pub dst_macs: u32,
     /// Insert an 802.1Q tag with this VLAN id.
     #[arg(long)]
     pub vlan: Option<u16>,
@@ -72,11 +75,40 @@ pub struct GenReport {
     pub rate: Option<u64>,
 }
 
+/// A MAC address whose low three bytes count up from the given one, one step per frame,
+/// wrapping after `count` values: many stations from one sender (RFC 2889's learning
+/// frames, or frames to each of them).
+#[derive(Clone, Copy, Debug)]
+struct MacCycle {
+    base: u32,
+    count: u32,
+}
+
+impl MacCycle {
+    fn new(mac: [u8; 6], count: u32) -> Self {
+        Self {
+            base: u32::from_be_bytes([0, mac[3], mac[4], mac[5]]),
+            count: count.max(1),
+        }
+    }
+
+    /// Writes frame `seq`'s address into `mac` (the address field and what follows); a
+    /// single address is the template's already.
+    fn write(self, mac: &mut [u8], seq: u64) {
+        if self.count > 1 {
+            #[allow(clippy::cast_possible_truncation, reason = "below count, a u32")]
+            let low = self.base.wrapping_add((seq % u64::from(self.count)) as u32);
+            mac[3..6].copy_from_slice(&low.to_be_bytes()[1..]);
+        }
+    }
+}
+
 /// Runs the generator to completion.
 pub fn run(a: &GenArgs) -> anyhow::Result<GenReport> {
     let src_mac = frame::parse_mac(&a.src_mac)?;
+    let dst_mac = frame::parse_mac(&a.dst_mac)?;
     let spec = FrameSpec {
-        dst_mac: frame::parse_mac(&a.dst_mac)?,
+        dst_mac,
         src_mac,
         src_ip: a.src_ip,
         dst_ip: a.dst_ip,
@@ -92,8 +124,8 @@ pub fn run(a: &GenArgs) -> anyhow::Result<GenReport> {
     let mut ring = PacketRing::open(&a.dev, Dir::Tx, a.ring)?;
     // Pre-fill every slot with the template, so per frame only the varying fields are written.
     let flows = a.flows.max(1);
-    let macs = a.src_macs.max(1);
-    let mac_base = u32::from_be_bytes([0, src_mac[3], src_mac[4], src_mac[5]]);
+    let src_macs = MacCycle::new(src_mac, a.src_macs);
+    let dst_macs = MacCycle::new(dst_mac, a.dst_macs);
     let batch = a.batch.clamp(1, ring.slots());
     let limit = a.count.unwrap_or(u64::MAX);
     #[allow(
@@ -138,10 +170,8 @@ pub fn run(a: &GenArgs) -> anyhow::Result<GenReport> {
                     let port = frame::BASE_SRC_PORT.wrapping_add((sent % u64::from(flows)) as u16);
                     f[tpl.sport_off..tpl.sport_off + 2].copy_from_slice(&port.to_be_bytes());
                 }
-                if macs > 1 {
-                    let m = (mac_base + (sent % u64::from(macs)) as u32).to_be_bytes();
-                    f[frame::SRC_MAC_OFF + 3..frame::SRC_MAC_OFF + 6].copy_from_slice(&m[1..]);
-                }
+                src_macs.write(&mut f[frame::SRC_MAC_OFF..], sent);
+                dst_macs.write(&mut f[frame::DST_MAC_OFF..], sent);
                 frame::stamp(f, tpl.stamp_off, sent as u32, frame::mono_ns());
             }
             ring.tx_commit(len32);
@@ -177,4 +207,35 @@ pub fn run(a: &GenArgs) -> anyhow::Result<GenReport> {
         pps,
         rate: a.rate,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MacCycle;
+
+    #[test]
+    fn mac_cycle_counts_the_low_three_bytes_and_wraps() {
+        let c = MacCycle::new([2, 0x76, 0x79, 0, 0xff, 0xfe], 4);
+        let mut seen = Vec::new();
+        for seq in 0..6 {
+            let mut mac = [2, 0x76, 0x79, 0, 0xff, 0xfe];
+            c.write(&mut mac, seq);
+            seen.push(mac[3..].to_vec());
+        }
+        // Carries across bytes, wraps after four values, leaves the high bytes alone.
+        assert_eq!(
+            seen,
+            [
+                [0, 0xff, 0xfe],
+                [0, 0xff, 0xff],
+                [1, 0, 0],
+                [1, 0, 1],
+                [0, 0xff, 0xfe],
+                [0, 0xff, 0xff]
+            ]
+        );
+        let mut one = [2, 0, 0, 0, 0, 9];
+        MacCycle::new(one, 1).write(&mut one, 7);
+        assert_eq!(one, [2, 0, 0, 0, 0, 9], "one address: the template's");
+    }
 }

@@ -190,6 +190,18 @@ pub const SCENARIOS: &[Scenario] = &[
         higher_is_better: true,
     },
     Scenario {
+        key: "fdbcap",
+        label: "address caching capacity: stations held of 131,072 taught at 50 kpps (RFC 2889)",
+        unit: "stations",
+        higher_is_better: true,
+    },
+    Scenario {
+        key: "learnrate",
+        label: "address learning rate: highest rate learning all of 32,768 new stations (RFC 2889)",
+        unit: "k stations/s",
+        higher_is_better: true,
+    },
+    Scenario {
         key: "idle_cpu",
         label: "forwarder CPU with no traffic",
         unit: "% of a core",
@@ -317,11 +329,17 @@ impl RateOutcome {
 }
 
 struct GenOpts<'a> {
+    /// The sending client.
+    from: usize,
     size: usize,
     dst_mac: &'a str,
+    dst_macs: Option<u32>,
     rate: Option<u64>,
+    /// `None`: the sending client's own.
     src_mac: Option<&'a str>,
     src_macs: Option<u32>,
+    /// Stop after this many frames.
+    count: Option<u64>,
     /// Seconds of traffic; `None`: the run's per-measurement duration.
     duration: Option<f64>,
     /// The sinks wait in `poll` to be woken, as a receiving application does (latency rows,
@@ -333,11 +351,14 @@ impl<'a> GenOpts<'a> {
     /// `size`-byte frames to `dst_mac` from client 0's MAC, flat out, for the run's duration.
     fn flat_out(size: usize, dst_mac: &'a str) -> Self {
         Self {
+            from: 0,
             size,
             dst_mac,
+            dst_macs: None,
             rate: None,
             src_mac: None,
             src_macs: None,
+            count: None,
             duration: None,
             sink_woken: false,
         }
@@ -375,6 +396,8 @@ fn start_sink(ctx: &Ctx<'_>, c: &Client, secs: f64, woken: bool) -> anyhow::Resu
     topo::spawn_piped(ctx.log, &args, false)
 }
 
+/// Sends `o` from its client while a sink in each client of `receivers` counts what
+/// arrives (none: the frames only teach the device something).
 fn rate_test(
     ctx: &Ctx<'_>,
     topo: &Topology,
@@ -387,23 +410,25 @@ fn rate_test(
     for &r in receivers {
         sinks.push(start_sink(ctx, &topo.clients[r], d, o.sink_woken)?);
     }
-    std::thread::sleep(Duration::from_millis(400));
-    let c0 = &topo.clients[0];
+    if !sinks.is_empty() {
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let sender = &topo.clients[o.from];
     let size = o.size.to_string();
     let dur = format!("{d}");
     let mut g: Vec<String> = in_ns(
-        &c0.ns,
+        &sender.ns,
         &[
             &ctx.exe,
             "gen",
             "--dev",
-            &c0.dev,
+            &sender.dev,
             "--src-mac",
-            o.src_mac.unwrap_or(&c0.mac),
+            o.src_mac.unwrap_or(&sender.mac),
             "--dst-mac",
             o.dst_mac,
             "--src-ip",
-            &c0.ip,
+            &sender.ip,
             "--size",
             &size,
             "--duration",
@@ -415,6 +440,12 @@ fn rate_test(
     }
     if let Some(m) = o.src_macs {
         g.extend(["--src-macs".to_owned(), m.to_string()]);
+    }
+    if let Some(m) = o.dst_macs {
+        g.extend(["--dst-macs".to_owned(), m.to_string()]);
+    }
+    if let Some(n) = o.count {
+        g.extend(["--count".to_owned(), n.to_string()]);
     }
     let pid = dut.pid();
     let cpu0 = pid.and_then(|p| topo::cpu_seconds(p).ok());
@@ -567,19 +598,81 @@ fn trafgen(ctx: &Ctx<'_>, topo: &Topology, workdir: &std::path::Path) -> anyhow:
     Ok(rep.frames as f64 / secs / 1000.0)
 }
 
+/// RFC 2544's search for the highest offered rate a device passes at: one trial flat out
+/// (the upper bound, and the answer if it passes), then `iterations` halvings between
+/// `low_pps` and that rate, then the lower bound itself if nothing passed. `trial(rate)`
+/// (`None`: flat out) returns the rate it offered, whether it passed and what it measured.
+/// Returns the highest passing offered rate (`None`: not even the lower bound) and a line
+/// per trial for the details table.
+fn search_highest_rate(
+    low_pps: f64,
+    iterations: u32,
+    mut trial: impl FnMut(Option<f64>) -> anyhow::Result<(f64, bool, String)>,
+) -> anyhow::Result<(Option<f64>, Vec<String>)> {
+    let verdict = |ok: bool| if ok { "pass" } else { "fail" };
+    let mut log = Vec::new();
+    let (offered, ok, what) = trial(None)?;
+    log.push(format!(
+        "flat out {:.0} kpps: {what} {}",
+        offered / 1000.0,
+        verdict(ok)
+    ));
+    if ok {
+        log.push("passes flat out: the generator, not the device, is the limit".to_owned());
+        return Ok((Some(offered), log));
+    }
+    let (mut lo, mut hi) = (low_pps.min(offered / 2.0), offered);
+    let mut best: Option<f64> = None;
+    for _ in 0..iterations {
+        let mid = f64::midpoint(lo, hi);
+        let (offered, ok, what) = trial(Some(mid))?;
+        log.push(format!(
+            "{:.0} kpps: {what} {}",
+            offered / 1000.0,
+            verdict(ok)
+        ));
+        if ok {
+            best = Some(best.map_or(offered, |b: f64| b.max(offered)));
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    if best.is_none() {
+        let (offered, ok, what) = trial(Some(lo))?;
+        log.push(format!(
+            "{:.0} kpps: {what} {}",
+            offered / 1000.0,
+            if ok {
+                "pass"
+            } else {
+                "fail (below the search range)"
+            }
+        ));
+        best = ok.then_some(offered);
+    }
+    Ok((best, log))
+}
+
 /// Loss tolerance of the no-drop-rate search, percent of the offered frames.
 const NDR_LOSS_PCT: f64 = 0.1;
-/// Lower bound of the no-drop-rate search, frames per second.
-const NDR_LOW_PPS: f64 = 20_000.0;
+/// Lower bound of the rate searches, frames per second.
+const SEARCH_LOW_PPS: f64 = 20_000.0;
 
-/// RFC 2544-style no-drop rate of 64-byte known unicast, client 0 to client 1: one trial
-/// flat out (the upper bound, and the answer if it already loses at most 0.1%), then a binary
-/// search over the generator's `--rate` between 20 kpps and the flat-out offered rate.
-/// Returns (kpps offered by the best passing trial, the trials for the details table).
+/// Trials and halvings of a rate search: 1 s and 4 in short mode, 2 s and 6 in full mode.
+fn search_plan(ctx: &Ctx<'_>) -> (f64, u32) {
+    if ctx.short {
+        (1.0, 4)
+    } else {
+        (2.0, 6)
+    }
+}
+
+/// RFC 2544-style no-drop rate of 64-byte known unicast, client 0 to client 1: the highest
+/// offered rate losing at most 0.1 % ([`search_highest_rate`]). Returns (kpps, the trials).
 fn ndr(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, dst_mac: &str) -> anyhow::Result<(f64, String)> {
-    let trial_s = if ctx.short { 1.0 } else { 2.0 };
-    let iterations = if ctx.short { 4 } else { 6 };
-    let trial = |rate: Option<f64>| {
+    let (trial_s, iterations) = search_plan(ctx);
+    let (best, log) = search_highest_rate(SEARCH_LOW_PPS, iterations, |rate| {
         let o = GenOpts {
             #[allow(
                 clippy::cast_possible_truncation,
@@ -590,56 +683,157 @@ fn ndr(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, dst_mac: &str) -> anyhow::Resu
             duration: Some(trial_s),
             ..GenOpts::flat_out(64, dst_mac)
         };
-        rate_test(ctx, topo, dut, &o, &[1])
-    };
-    let mut log = Vec::new();
-    let top = trial(None)?;
-    let offered = top.gen.pps;
-    log.push(format!(
-        "flat out {:.0} kpps: loss {:.3}%",
-        offered / 1000.0,
-        top.loss_pct()
-    ));
-    if top.loss_pct() <= NDR_LOSS_PCT {
-        log.push("no loss flat out: the generator, not the device, is the limit".to_owned());
-        return Ok((offered / 1000.0, log.join("; ")));
-    }
-    let (mut lo, mut hi) = (NDR_LOW_PPS.min(offered / 2.0), offered);
-    let mut best: Option<f64> = None;
-    for _ in 0..iterations {
-        let mid = f64::midpoint(lo, hi);
-        let r = trial(Some(mid))?;
+        let r = rate_test(ctx, topo, dut, &o, &[1])?;
         let loss = r.loss_pct();
-        let ok = loss <= NDR_LOSS_PCT;
-        log.push(format!(
-            "{:.0} kpps: loss {loss:.3}% {}",
-            r.gen.pps / 1000.0,
-            if ok { "pass" } else { "fail" }
-        ));
-        if ok {
-            best = Some(best.map_or(r.gen.pps, |b: f64| b.max(r.gen.pps)));
-            lo = mid;
-        } else {
-            hi = mid;
+        Ok((r.gen.pps, loss <= NDR_LOSS_PCT, format!("loss {loss:.3}%")))
+    })?;
+    Ok((best.unwrap_or(0.0) / 1000.0, log.join("; ")))
+}
+
+/// First of the stations the learning scenarios teach the device (RFC 2889's learning
+/// frames): one address per frame, counting up in the low three bytes.
+const LEARN_MAC: &str = "02:76:79:00:00:00";
+/// Stations offered by `fdbcap`: twice 64K, so that a table of 64K shows as one.
+const CAPACITY_STATIONS: u32 = 131_072;
+/// Stations per trial of `learnrate`: fewer than a 64K table holds besides the clients.
+const LEARN_RATE_STATIONS: u32 = 32_768;
+/// The learning rate of `fdbcap` and the rate of every verification: slow enough for every
+/// device to forward all of it, so that what is missing was not learned rather than lost.
+const SLOW_PPS: u64 = 50_000;
+
+/// What one learn-then-verify trial found.
+struct Learned {
+    stations: u32,
+    /// The learning frames' offered rate, frames per second.
+    learn_pps: f64,
+    /// Verification frames flooded to the monitor: stations the device did not hold.
+    flooded: u64,
+    /// Verification frames that reached the learning port (learned or flooded).
+    delivered: u64,
+}
+
+impl Learned {
+    fn held(&self) -> u64 {
+        u64::from(self.stations).saturating_sub(self.flooded)
+    }
+
+    /// Verification frames lost on the way: if any, a missing flood could be a loss too.
+    fn lost(&self) -> u64 {
+        u64::from(self.stations).saturating_sub(self.delivered)
+    }
+
+    fn detail(&self) -> String {
+        format!(
+            "held {} of {} stations taught at {:.0} kpps; verification: {} of {} at the learning port, {} flooded to the monitor{}",
+            self.held(),
+            self.stations,
+            self.learn_pps / 1000.0,
+            self.delivered,
+            self.stations,
+            self.flooded,
+            if self.lost() > 0 { " (frames lost: the count of held stations is an upper bound)" } else { "" }
+        )
+    }
+}
+
+/// RFC 2889's learn-then-verify, on a three-client topology: client 0 sends one frame from
+/// each of `stations` new addresses to client 1, at `rate` (`None`: flat out); then client 1
+/// sends one frame to each of them at [`SLOW_PPS`]. A held station's frame goes to client 0
+/// alone, a forgotten one's is flooded, so client 2, the monitor, counts what the device
+/// does not hold.
+fn learn_and_verify(
+    ctx: &Ctx<'_>,
+    topo: &Topology,
+    dut: &Dut,
+    stations: u32,
+    rate: Option<u64>,
+) -> anyhow::Result<Learned> {
+    let c1 = &topo.clients[1];
+    #[allow(clippy::cast_precision_loss, reason = "durations")]
+    let secs = |pps: u64| f64::from(stations) / pps as f64 + 2.0;
+    let teach = GenOpts {
+        src_mac: Some(LEARN_MAC),
+        src_macs: Some(stations),
+        count: Some(u64::from(stations)),
+        rate,
+        duration: Some(secs(rate.unwrap_or(SLOW_PPS))),
+        ..GenOpts::flat_out(64, &c1.mac)
+    };
+    let taught = rate_test(ctx, topo, dut, &teach, &[])?;
+    // Whatever the device still queues is learned before the verification's first frame.
+    std::thread::sleep(Duration::from_millis(300));
+    let verify = GenOpts {
+        from: 1,
+        dst_macs: Some(stations),
+        count: Some(u64::from(stations)),
+        rate: Some(SLOW_PPS),
+        duration: Some(secs(SLOW_PPS)),
+        ..GenOpts::flat_out(64, LEARN_MAC)
+    };
+    let v = rate_test(ctx, topo, dut, &verify, &[0, 2])?;
+    Ok(Learned {
+        stations,
+        learn_pps: taught.gen.pps,
+        flooded: v.sinks[1].frames,
+        delivered: v.sinks[0].frames,
+    })
+}
+
+/// `fdbcap` and `learnrate` (RFC 2889 address caching capacity and learning rate) on a fresh
+/// three-client topology and device, as the FDB's contents are what they measure.
+fn learning(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, res: &mut Results) {
+    let name = dut.kind.name();
+    let fail = |res: &mut Results, key: &str, e: &anyhow::Error| {
+        let n = format!("{name}: {key} failed: {e:#}");
+        eprintln!("  {n}");
+        res.notes.push(n);
+    };
+    for rep in ctx.reps.clone() {
+        if ctx.wants("fdbcap") {
+            let r = dut
+                .flush_fdb(topo, ctx.log)
+                .and_then(|()| announce(ctx, &topo.clients[1], &topo.clients[1].mac))
+                .and_then(|()| learn_and_verify(ctx, topo, dut, CAPACITY_STATIONS, Some(SLOW_PPS)));
+            match r {
+                #[allow(clippy::cast_precision_loss, reason = "a count of stations")]
+                Ok(l) => push(res, name, "fdbcap", rep, l.held() as f64, l.detail()),
+                Err(e) => fail(res, "fdbcap", &e),
+            }
+        }
+        if ctx.wants("learnrate") {
+            let (_, iterations) = search_plan(ctx);
+            let searched = search_highest_rate(SEARCH_LOW_PPS, iterations, |rate| {
+                dut.flush_fdb(topo, ctx.log)?;
+                announce(ctx, &topo.clients[1], &topo.clients[1].mac)?;
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "a positive rate in frames per second"
+                )]
+                let l = learn_and_verify(
+                    ctx,
+                    topo,
+                    dut,
+                    LEARN_RATE_STATIONS,
+                    rate.map(|r| r.round() as u64),
+                )?;
+                let all = l.held() == u64::from(l.stations) && l.lost() == 0;
+                let what = format!("held {} of {}, {} lost", l.held(), l.stations, l.lost());
+                Ok((l.learn_pps, all, what))
+            });
+            match searched {
+                Ok((Some(best), log)) => {
+                    push(res, name, "learnrate", rep, best / 1000.0, log.join("; "));
+                }
+                Ok((None, log)) => res.notes.push(format!(
+                    "{name}: learnrate: not all of {LEARN_RATE_STATIONS} stations learned even at {:.0} kpps (see fdbcap for how many it holds): {}",
+                    SEARCH_LOW_PPS / 1000.0,
+                    log.join("; ")
+                )),
+                Err(e) => fail(res, "learnrate", &e),
+            }
         }
     }
-    if best.is_none() {
-        // Every probe failed: check the lower bound itself.
-        let r = trial(Some(lo))?;
-        let ok = r.loss_pct() <= NDR_LOSS_PCT;
-        log.push(format!(
-            "{:.0} kpps: loss {:.3}% {}",
-            r.gen.pps / 1000.0,
-            r.loss_pct(),
-            if ok {
-                "pass"
-            } else {
-                "fail (no-drop rate below the search range)"
-            }
-        ));
-        best = Some(if ok { r.gen.pps } else { 0.0 });
-    }
-    Ok((best.unwrap_or(0.0) / 1000.0, log.join("; ")))
 }
 
 /// A tester's own station behind client 1: frames to it cross the device under test like
@@ -648,20 +842,19 @@ fn ndr(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, dst_mac: &str) -> anyhow::Resu
 /// RFC 2544 measures the device alone. The sink still counts them (AF_PACKET sees them).
 const STATION_MAC: &str = "02:76:77:ee:00:02";
 
-/// Makes every device learn [`STATION_MAC`] on client 1's port: three broadcasts from it.
-fn announce_station(ctx: &Ctx<'_>, topo: &Topology) -> anyhow::Result<()> {
-    let c1 = &topo.clients[1];
+/// Makes the device learn `mac` on client `c`'s port: three broadcasts from it.
+fn announce(ctx: &Ctx<'_>, c: &Client, mac: &str) -> anyhow::Result<()> {
     topo::run(
         ctx.log,
         &in_ns(
-            &c1.ns,
+            &c.ns,
             &[
                 &ctx.exe,
                 "gen",
                 "--dev",
-                &c1.dev,
+                &c.dev,
                 "--src-mac",
-                STATION_MAC,
+                mac,
                 "--dst-mac",
                 "ff:ff:ff:ff:ff:ff",
                 "--count",
@@ -767,7 +960,7 @@ fn bench_dut(
     }
     // The station row is a rate test like the others, once the device knows the station.
     let station_known = ctx.wants("station64")
-        && announce_station(ctx, &topo)
+        && announce(ctx, &topo.clients[1], STATION_MAC)
             .map_err(|e| note(res, "announcing the tester station", &e))
             .is_ok();
     for (key, size, dst_mac) in [
@@ -913,6 +1106,12 @@ fn bench_dut(
     // so that every other scenario (flood4 included) keeps the 5-port fan-out.
     drop(dut);
     drop(topo);
+    if ctx.wants("fdbcap") || ctx.wants("learnrate") {
+        let topo = Topology::create(&format!("{prefix}l"), 3, ctx.log)?;
+        let dut = Dut::start(kind, &topo, &workdir.join("learning"), ctx.log, globals)?;
+        prelearn(ctx, &topo, name)?;
+        learning(ctx, &topo, &dut, res);
+    }
     if ctx.wants("flood8") {
         let topo = Topology::create(&format!("{prefix}w"), 9, ctx.log)?;
         let dut = Dut::start(kind, &topo, &workdir.join("flood8"), ctx.log, globals)?;
@@ -1073,7 +1272,37 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{middle_half_mean, percentile};
+    use super::{middle_half_mean, percentile, search_highest_rate};
+
+    /// A device that passes at up to 600 kpps, behind a generator offering 1 Mpps flat out.
+    fn device(rate: Option<f64>) -> anyhow::Result<(f64, bool, String)> {
+        let offered = rate.unwrap_or(1e6);
+        Ok((offered, offered <= 600e3, String::new()))
+    }
+
+    #[test]
+    fn rate_search_closes_in_from_both_sides() {
+        let (best, log) = search_highest_rate(20e3, 6, device).unwrap();
+        let best = best.unwrap();
+        // Six halvings of 20k..1M: within 1M / 64 of the truth, and never above it.
+        assert!(best <= 600e3 && best > 600e3 - 1e6 / 64.0, "{best}");
+        assert_eq!(log.len(), 7, "flat out and six probes: {log:?}");
+    }
+
+    #[test]
+    fn rate_search_ends_at_once_when_flat_out_passes_and_says_when_nothing_does() {
+        let (best, log) =
+            search_highest_rate(20e3, 6, |r| Ok((r.unwrap_or(5e5), true, String::new()))).unwrap();
+        assert_eq!(best, Some(5e5));
+        assert!(log[1].contains("the generator"), "{log:?}");
+        let (best, log) =
+            search_highest_rate(20e3, 3, |r| Ok((r.unwrap_or(1e6), false, String::new()))).unwrap();
+        assert_eq!(best, None);
+        assert!(
+            log.last().unwrap().contains("below the search range"),
+            "{log:?}"
+        );
+    }
 
     #[test]
     fn middle_half_mean_ignores_the_tails_and_resolves_below_a_microsecond() {

@@ -452,6 +452,43 @@ impl Dut {
             .or_else(|| self.ovs.as_ref().and_then(|o| o.vswitchd_pid))
     }
 
+    /// Forgets every learned station (static entries stay), between trials that each teach
+    /// the device new ones.
+    pub fn flush_fdb(&self, topo: &Topology, log: &CmdLog) -> anyhow::Result<()> {
+        match &self.kind {
+            DutKind::LinuxBridge => run(
+                log,
+                &sv(&[
+                    "ip",
+                    "-n",
+                    &topo.node,
+                    "link",
+                    "set",
+                    "br0",
+                    "type",
+                    "bridge",
+                    "fdb_flush",
+                ]),
+            ),
+            DutKind::Vwire { bin } => run(
+                log,
+                &sv(&[
+                    &bin.to_string_lossy(),
+                    "fdb",
+                    "flush",
+                    "--socket",
+                    &self.workdir.join("vwire.sock").to_string_lossy(),
+                ]),
+            ),
+            DutKind::OvsAfxdp => self
+                .ovs
+                .as_ref()
+                .context("Open vSwitch is not running")?
+                .appctl(&["fdb/flush", "br0"]),
+        }
+        .map(drop)
+    }
+
     /// The control socket's `show interfaces --json`, for the report.
     #[must_use]
     pub fn interfaces_json(&self) -> Option<String> {
@@ -517,6 +554,13 @@ impl Ovs {
     fn vsctl(&self, args: &[&str]) -> anyhow::Result<String> {
         let db = format!("--db=unix:{}", self.path("run/db.sock"));
         let mut a = vec!["ovs-vsctl", "--timeout=30", &db];
+        a.extend_from_slice(args);
+        run(&self.log, &self.env(&a))
+    }
+
+    fn appctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let ctl = self.path("run/ovs-vswitchd.ctl");
+        let mut a = vec!["ovs-appctl", "--timeout=10", "-t", &ctl];
         a.extend_from_slice(args);
         run(&self.log, &self.env(&a))
     }
@@ -657,18 +701,7 @@ impl Drop for Ovs {
     fn drop(&mut self) {
         // `exit --cleanup` deletes the datapath and its ports: the AF_XDP sockets close and
         // the XDP programs come off the veths before the namespace goes.
-        let ctl = self.path("run/ovs-vswitchd.ctl");
-        let _ = run(
-            &self.log,
-            &self.env(&[
-                "ovs-appctl",
-                "--timeout=10",
-                "-t",
-                &ctl,
-                "exit",
-                "--cleanup",
-            ]),
-        );
+        let _ = self.appctl(&["exit", "--cleanup"]);
         if let Some(p) = self.vswitchd_pid {
             reap(p, "ovs-vswitchd", Duration::from_secs(5));
         }

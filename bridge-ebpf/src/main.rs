@@ -236,8 +236,11 @@ fn note_used(index: u32, now: u64) {
     }
 }
 
-/// Counts this frame in this CPU's window, marks the machine busy for two windows when a
-/// window ends with more than `FAST_PATH_BUSY_FRAMES`, and says whether it is busy.
+/// Counts this frame in this CPU's window, marks the machine busy for two windows after the
+/// end of a window with more than `FAST_PATH_BUSY_FRAMES`, and says whether it is busy.
+/// After the end, not from now: the first frame after a pause would otherwise find the last
+/// window of a burst long past and stand aside for two more (a test's first frames after a
+/// burst of 3,000 new stations went through the forwarder).
 #[inline(always)]
 fn cpu_is_busy(now: u64) -> bool {
     let (Some(load), Some(until)) = (CPU_LOAD.get_ptr_mut(0), BUSY_UNTIL.get_ptr_mut(0)) else {
@@ -247,8 +250,9 @@ fn cpu_is_busy(now: u64) -> bool {
     // runs; `until` is shared, but a plain u64 that racing CPUs set to equally valid times.
     unsafe {
         if now.wrapping_sub((*load).window_start_ns) >= FAST_PATH_WINDOW_NS {
-            if (*load).frames > u64::from(FAST_PATH_BUSY_FRAMES) {
-                *until = now + 2 * FAST_PATH_WINDOW_NS;
+            let busy_until = (*load).window_start_ns + 3 * FAST_PATH_WINDOW_NS;
+            if (*load).frames > u64::from(FAST_PATH_BUSY_FRAMES) && busy_until > *until {
+                *until = busy_until;
             }
             (*load).frames = 0;
             (*load).window_start_ns = now;

@@ -15,9 +15,14 @@
 //! for a veth, its peer has GRO on or an XDP program; see [`crate::xdp_features`]). Without
 //! that the redirect would lose the frame.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
-use aya::maps::{Array, DevMap, HashMap, MapData};
+use std::os::fd::AsFd;
+
+use aya::maps::{Array, DevMap, HashMap, IterableMap, MapData};
 use bridge_common::maps::{FastEntry, FastKey, FastPort, FAST_FDB_ENTRIES};
 use tracing::{debug, info, warn};
 
@@ -25,7 +30,10 @@ use crate::{
     fdb::FdbKey,
     port::{max_frame_len, DomainId, Port, PortId},
     vlan::PortMode,
-    xsk::Mmap,
+    xsk::{
+        sys::{self, MapBatch},
+        Mmap,
+    },
 };
 
 /// The fast path's maps, taken from the loaded program.
@@ -38,9 +46,20 @@ pub struct FastPath {
     /// Each station's entry in `used`, and the entries no station holds.
     used_index: hashbrown::HashMap<FastKey, u32>,
     unused: Vec<u32>,
+    /// Scratch for [`FastPath::apply`]: each address's last change in one call.
+    last_change: hashbrown::HashMap<FastKey, Option<PortId>>,
+    /// New stations waiting for a turn without work, and since when the oldest has.
+    waiting: hashbrown::HashMap<FastKey, PortId>,
+    waiting_since: Option<Instant>,
     /// Addresses `FAST_FDB` had no room for (they keep going through the forwarder).
     pub table_full: u64,
 }
+
+/// Longest a new station waits for the fast path while the forwarder is busy: a burst of
+/// tens of thousands of new stations (a learning test, a MAC flood) passes first.
+pub const NEW_STATIONS_WAIT: Duration = Duration::from_millis(50);
+/// Most waiting stations one call of [`FastPath::apply`] adds (~0.3 us each in the kernel).
+const WAITING_PER_CALL: usize = 256;
 
 /// The segment of a VLAN of a bridge domain: never 0, which means "not a fast-path port".
 #[must_use]
@@ -81,6 +100,9 @@ impl FastPath {
             used,
             used_index: hashbrown::HashMap::new(),
             unused: (0..FAST_FDB_ENTRIES).rev().collect(),
+            last_change: hashbrown::HashMap::new(),
+            waiting: hashbrown::HashMap::new(),
+            waiting_since: None,
             table_full: 0,
         }
     }
@@ -140,15 +162,74 @@ impl FastPath {
         }
     }
 
-    /// Applies FDB changes: `Some(port)` adds or moves an address, `None` removes it.
-    pub fn apply(&mut self, changes: impl IntoIterator<Item = (FdbKey, Option<PortId>)>) {
-        for (key, port) in changes {
-            let fast = fast_key(&key);
+    /// Applies FDB changes: `Some(port)` adds or moves an address, `None` removes it. Only
+    /// each address's last change counts, and the kernel takes them in two system calls, not
+    /// one per address. While the forwarder is `busy`, new addresses wait (up to
+    /// [`NEW_STATIONS_WAIT`]): their frames go through the forwarder meanwhile, and a burst of
+    /// new stations is learned at the forwarder's own rate (see README, "address learning
+    /// rate"). Moves and removals never wait: a stale entry would send frames astray.
+    pub fn apply(
+        &mut self,
+        changes: impl IntoIterator<Item = (FdbKey, Option<PortId>)>,
+        busy: bool,
+        now: Instant,
+    ) {
+        let mut last = std::mem::take(&mut self.last_change);
+        last.extend(
+            changes
+                .into_iter()
+                .map(|(key, port)| (fast_key(&key), port)),
+        );
+        let wait = busy
+            && self
+                .waiting_since
+                .is_none_or(|since| now.duration_since(since) < NEW_STATIONS_WAIT);
+        let (mut add_keys, mut add_entries, mut added_anew) = (Vec::new(), Vec::new(), Vec::new());
+        let mut remove = Vec::new();
+        // A few at a time, so that no turn stalls for long: the next burst may be on its way.
+        let waited: Vec<_> = if wait {
+            Vec::new()
+        } else {
+            let some: Vec<_> = self
+                .waiting
+                .iter()
+                .take(WAITING_PER_CALL)
+                .map(|(&k, &p)| (k, Some(p)))
+                .collect();
+            for (k, _) in &some {
+                self.waiting.remove(k);
+            }
+            some
+        };
+        for (fast, port) in last.drain().chain(waited) {
             match port {
-                Some(port) => self.insert(fast, port),
+                Some(port) if wait && !self.used_index.contains_key(&fast) => {
+                    self.waiting.insert(fast, port);
+                }
+                Some(port) => {
+                    self.waiting.remove(&fast);
+                    let known = self.used_index.get(&fast).copied();
+                    let Some(index) = known.or_else(|| {
+                        let index = self.unused.pop()?;
+                        self.used_index.insert(fast, index);
+                        Some(index)
+                    }) else {
+                        note_table_full(&mut self.table_full, "every entry is taken");
+                        continue;
+                    };
+                    added_anew.push(known.is_none());
+                    self.used
+                        .bpf_array_u32(index as usize)
+                        .store(0, Ordering::Relaxed);
+                    add_keys.push(fast);
+                    add_entries.push(FastEntry {
+                        slot: port.0,
+                        used_index: index,
+                    });
+                }
                 None => {
-                    // Absent already is fine: removals of addresses that never made it in.
-                    let _ = self.fdb.remove(&fast);
+                    self.waiting.remove(&fast);
+                    remove.push(fast);
                     // An XDP program still holding the old entry may mark the index once
                     // more after its next holder got it: that station then looks used for
                     // one age period at most.
@@ -158,36 +239,42 @@ impl FastPath {
                 }
             }
         }
-    }
-
-    fn insert(&mut self, fast: FastKey, port: PortId) {
-        let known = self.used_index.get(&fast).copied();
-        let Some(index) = known.or_else(|| self.unused.pop()) else {
-            return self.note_table_full("every entry is taken");
+        self.last_change = last;
+        self.waiting_since = if self.waiting.is_empty() {
+            None
+        } else {
+            self.waiting_since.or(Some(now))
         };
-        self.used
-            .bpf_array_u32(index as usize)
-            .store(0, Ordering::Relaxed);
-        let entry = FastEntry {
-            slot: port.0,
-            used_index: index,
-        };
-        match self.fdb.insert(fast, entry, 0) {
-            Ok(()) => drop(self.used_index.insert(fast, index)),
-            Err(e) => {
-                if known.is_none() {
+        let fd = self.fdb.map().fd().as_fd();
+        let mut from = 0;
+        while let Err((done, e)) = sys::bpf_map_batch(
+            fd,
+            &add_keys[from..],
+            MapBatch::Update(&add_entries[from..]),
+        ) {
+            // That station stays with the forwarder; the ones after it are tried again.
+            let failed = from + done;
+            if added_anew[failed] {
+                if let Some(index) = self.used_index.remove(&add_keys[failed]) {
                     self.unused.push(index);
                 }
-                self.note_table_full(&e.to_string());
             }
+            note_table_full(&mut self.table_full, &e.to_string());
+            from = failed + 1;
+        }
+        let mut from = 0;
+        while let Err((done, _)) =
+            sys::bpf_map_batch::<_, ()>(fd, &remove[from..], MapBatch::Delete)
+        {
+            // Absent already is fine: removals of addresses that never made it in.
+            from += done + 1;
         }
     }
 
-    fn note_table_full(&mut self, error: &str) {
-        if self.table_full == 0 {
-            warn!(error, "the XDP fast path's address table is full; further addresses go through the forwarder");
-        }
-        self.table_full += 1;
+    /// Whether changes wait for [`FastPath::apply`] to be called again.
+    #[must_use]
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
     }
 
     /// How long before `now_second` ([`coarse_second`]) the fast path last carried a frame
@@ -206,6 +293,17 @@ impl FastPath {
             now_second.saturating_sub(u64::from(second)),
         ))
     }
+}
+
+/// Counts an address `FAST_FDB` had no room for; warns about the first.
+fn note_table_full(table_full: &mut u64, error: &str) {
+    if *table_full == 0 {
+        warn!(
+            error,
+            "the XDP fast path's address table is full; further addresses go through the forwarder"
+        );
+    }
+    *table_full += 1;
 }
 
 /// The second of `CLOCK_MONOTONIC_COARSE`, the clock the XDP program's `FAST_USED` marks

@@ -373,7 +373,7 @@ impl Forwarder {
         self.fast_path = Some((fast, XdpFeatures::open()?));
         self.fdb.record_changes();
         self.update_fast_path_ports(&[], true);
-        self.sync_fast_path();
+        self.sync_fast_path(false, Instant::now());
         Ok(())
     }
 
@@ -408,10 +408,21 @@ impl Forwarder {
         }
     }
 
-    /// Mirrors the FDB's changes into the fast path's address table.
-    fn sync_fast_path(&mut self) {
-        if let (Some((fast, _)), true) = (&mut self.fast_path, self.fdb.has_changes()) {
-            fast.apply(self.fdb.take_changes());
+    /// Whether new stations wait to go into the fast path: idle turns add them, so the
+    /// forwarder does not sleep before they are in.
+    fn fast_path_waiting(&self) -> bool {
+        self.fast_path
+            .as_ref()
+            .is_some_and(|(fast, _)| fast.has_waiting())
+    }
+
+    /// Mirrors the FDB's changes into the fast path's address table; new stations wait while
+    /// the forwarder is `busy` (see [`FastPath::apply`]).
+    fn sync_fast_path(&mut self, busy: bool, now: Instant) {
+        if let Some((fast, _)) = &mut self.fast_path {
+            if self.fdb.has_changes() || fast.has_waiting() {
+                fast.apply(self.fdb.take_changes(), busy, now);
+            }
         }
     }
 
@@ -595,10 +606,11 @@ impl Forwarder {
             if !self.apply_commands(now) {
                 break;
             }
-            self.sync_fast_path();
+            self.sync_fast_path(work, now);
             if work {
                 last_work = now;
-            } else if now.duration_since(last_work) >= self.config.spin {
+            } else if now.duration_since(last_work) >= self.config.spin && !self.fast_path_waiting()
+            {
                 self.sleep(now);
             } else {
                 // Spin politely: a receiver woken on this CPU by our last transmit runs now
@@ -630,7 +642,7 @@ impl Forwarder {
             self.last_housekeeping = now;
             self.housekeeping(now);
         }
-        self.sync_fast_path();
+        self.sync_fast_path(work, now);
         debug_assert!(self.accounting().balanced(), "{:?}", self.accounting());
         work
     }

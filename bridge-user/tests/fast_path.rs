@@ -224,3 +224,89 @@ fn stations_heard_only_on_the_fast_path_stay_learned_and_age_out_once_silent() {
     );
     assert!(daemon.fdb_entry(&macs[0]).is_none() && daemon.fdb_entry(&macs[1]).is_none());
 }
+
+#[test]
+fn a_burst_of_new_stations_all_reach_the_fast_path() {
+    require_privileged!("a_burst_of_new_stations_all_reach_the_fast_path");
+    // Fewer than a port may learn by default (4096), sent back to back: the forwarder is busy
+    // while it learns them, so their fast-path entries wait for it and then go in in batches.
+    const STATIONS: u16 = 3000;
+    let topo = Topology::builder("fastburst", 94)
+        .clients(2)
+        .gro(true)
+        .build();
+    let (a, b) = (topo.client(0), topo.client(1));
+    let daemon = topo.start_daemon();
+    assert!(wait_until(ARRIVE, || [a, b]
+        .iter()
+        .all(|x| in_fast_path(&daemon, &x.host_if))));
+    let (sock_a, sock_b) = (topo.raw_socket(0), topo.raw_socket(1));
+    sock_a.set_qdisc_bypass();
+    let station = |i: u16| {
+        let [hi, lo] = i.to_be_bytes();
+        [0x02, 0x5a, 0x94, 0, hi, lo]
+    };
+    let frame = |dst: [u8; 6], src: [u8; 6], i: u16| {
+        let [hi, lo] = i.to_be_bytes();
+        eth_frame(
+            dst,
+            src,
+            ETH_P_EXPERIMENTAL,
+            &[0xb0, 0x57, hi, lo, 0, 0, 0, 0],
+        )
+    };
+    // A's socket gets its full fill depth once it receives (a quiet one holds 256 frames),
+    // so the burst fits in it even if the forwarder is slow to wake.
+    sock_b.send(&frame(a.mac, b.mac, 0));
+    sock_a.send(&frame(b.mac, a.mac, 0));
+    assert!(wait_until(ARRIVE, || daemon.fdb_entry(&a.mac).is_some()
+        && daemon.fdb_entry(&b.mac).is_some()));
+    for i in 0..STATIONS {
+        sock_a.send(&frame(b.mac, station(i), i));
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || daemon
+            .counter(&a.host_if, "/rx_frames")
+            > u64::from(STATIONS)),
+        "the burst arrived:\n{}",
+        daemon.interfaces()
+    );
+    let entries = daemon.interfaces()["fdb_entries"].as_u64();
+    assert_eq!(
+        entries,
+        Some(u64::from(STATIONS) + 2),
+        "every station was learned, and A and B"
+    );
+
+    // Now one frame to each: all on the fast path, none through the forwarder, none lost.
+    // 25 us apart: faster, the XDP program would call the CPU busy and hand them over. And
+    // first a pause: the burst made the program stand aside for two 4 ms windows.
+    std::thread::sleep(Duration::from_millis(100));
+    sock_a.drain();
+    let fast_before = daemon.counter(&a.host_if, "/xdp/fast_tx_frames");
+    for i in 0..STATIONS {
+        let next = std::time::Instant::now() + Duration::from_micros(25);
+        sock_b.send(&frame(station(i), b.mac, i));
+        while std::time::Instant::now() < next {
+            std::hint::spin_loop();
+        }
+    }
+    let got = sock_a.recv_count_where(usize::from(STATIONS), Duration::from_secs(5), |f| {
+        f.len() >= 16
+            && f[14..16] == [0xb0, 0x57]
+            && f[..6] == station(u16::from_be_bytes([f[16], f[17]]))
+    });
+    assert_eq!(
+        got.len(),
+        usize::from(STATIONS),
+        "every frame reached its station's port"
+    );
+    let fast = daemon.counter(&a.host_if, "/xdp/fast_tx_frames") - fast_before;
+    assert_eq!(
+        fast,
+        u64::from(STATIONS),
+        "every frame went port to port in XDP:\n{}",
+        daemon.interfaces()
+    );
+    assert_umem_balanced(&daemon);
+}

@@ -209,3 +209,77 @@ pub fn if_nametoindex(name: &str) -> io::Result<u32> {
         index => Ok(index),
     }
 }
+
+/// Which many-elements-at-once command of [`bpf_map_batch`].
+#[derive(Clone, Copy, Debug)]
+pub enum MapBatch<'a, V> {
+    /// `BPF_MAP_UPDATE_BATCH` with these values, one per key (`BPF_ANY`).
+    Update(&'a [V]),
+    /// `BPF_MAP_DELETE_BATCH`.
+    Delete,
+}
+
+/// `union bpf_attr`'s `batch` member (uapi `linux/bpf.h`).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Updates or deletes `keys` of a BPF hash map in one system call instead of one each: the
+/// forwarder mirrors a burst of newly learned stations into the fast path's table (Linux
+/// 5.6+). `K` and `V` must be the map's key and value types, byte for byte.
+///
+/// # Errors
+/// `(done, error)`: the kernel stops at the first element that fails; the `done` before it
+/// took effect, those after it were not tried.
+pub fn bpf_map_batch<K: Copy, V: Copy>(
+    map: BorrowedFd<'_>,
+    keys: &[K],
+    op: MapBatch<'_, V>,
+) -> Result<(), (usize, io::Error)> {
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        count: u32::try_from(keys.len())
+            .map_err(|_| (0, io::Error::from(io::ErrorKind::InvalidInput)))?,
+        map_fd: u32::try_from(map.as_raw_fd()).expect("fds are not negative"),
+        ..BatchAttr::default()
+    };
+    let cmd = match op {
+        MapBatch::Update(values) => {
+            assert_eq!(values.len(), keys.len(), "one value per key");
+            attr.values = values.as_ptr() as u64;
+            BPF_MAP_UPDATE_BATCH
+        }
+        MapBatch::Delete => BPF_MAP_DELETE_BATCH,
+    };
+    // SAFETY: `attr` is a valid `bpf_attr.batch` of its own size; `keys` (and `values`)
+    // point to `count` readable elements of the map's key (and value) size, alive for the
+    // call; the kernel writes back only `attr.count`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(&mut attr),
+            size_of::<BatchAttr>(),
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        let error = io::Error::last_os_error();
+        Err((attr.count as usize, error))
+    }
+}

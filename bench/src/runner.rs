@@ -690,6 +690,12 @@ fn ndr(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, dst_mac: &str) -> anyhow::Resu
     Ok((best.unwrap_or(0.0) / 1000.0, log.join("; ")))
 }
 
+/// Stations one port may hold, for every device that limits it: vwire's
+/// `max_macs_per_port` (4096 by default, port security for pods) and Open vSwitch's
+/// `mac-table-size` (2048 by default), so that the learning rows measure tables, not
+/// defaults. The Linux bridge has no limit.
+pub const BENCH_STATIONS_PER_PORT: u32 = 65_536;
+
 /// First of the stations the learning scenarios teach the device (RFC 2889's learning
 /// frames): one address per frame, counting up in the low three bytes.
 const LEARN_MAC: &str = "02:76:79:00:00:00";
@@ -1234,6 +1240,13 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
         kinds.retain(|k| only.iter().any(|o| o == k.name()));
     }
     let mut globals: String = a.vwire_set.iter().map(|kv| format!("{kv}\n")).collect();
+    if !a
+        .vwire_set
+        .iter()
+        .any(|kv| kv.starts_with("max_macs_per_port"))
+    {
+        globals += &format!("max_macs_per_port = {BENCH_STATIONS_PER_PORT}\n");
+    }
     if let Some(s) = a.spin_us {
         globals += &format!("spin_us = {s}\n");
     }

@@ -647,6 +647,10 @@ impl Ovs {
             "bridge",
             "br0",
             "datapath_type=netdev",
+            &format!(
+                "other_config:mac-table-size={}",
+                crate::runner::BENCH_STATIONS_PER_PORT
+            ),
         ])?;
         for c in &topo.clients {
             ovs.vsctl(&[

@@ -46,11 +46,8 @@ pub struct FastPath {
     /// Each station's entry in `used`, and the entries no station holds.
     used_index: hashbrown::HashMap<FastKey, u32>,
     unused: Vec<u32>,
-    /// Scratch for [`FastPath::apply`]: each address's last change in one call.
-    last_change: hashbrown::HashMap<FastKey, Option<PortId>>,
-    /// New stations waiting for a turn without work, and since when the oldest has.
-    waiting: hashbrown::HashMap<FastKey, PortId>,
-    waiting_since: Option<Instant>,
+    /// New stations waiting for a turn without work.
+    waiting: Waiting,
     /// Addresses `FAST_FDB` had no room for (they keep going through the forwarder).
     pub table_full: u64,
 }
@@ -103,9 +100,7 @@ impl FastPath {
             used,
             used_index: hashbrown::HashMap::new(),
             unused: (0..FAST_FDB_ENTRIES).rev().collect(),
-            last_change: hashbrown::HashMap::new(),
-            waiting: hashbrown::HashMap::new(),
-            waiting_since: None,
+            waiting: Waiting::default(),
             table_full: 0,
         }
     }
@@ -177,81 +172,41 @@ impl FastPath {
         busy: bool,
         now: Instant,
     ) {
-        let mut last = std::mem::take(&mut self.last_change);
-        last.extend(
-            changes
-                .into_iter()
-                .map(|(key, port)| (fast_key(&key), port)),
-        );
-        let wait = busy
-            && self
-                .waiting_since
-                .is_none_or(|since| now.duration_since(since) < NEW_STATIONS_WAIT);
+        let changes = changes
+            .into_iter()
+            .map(|(key, port)| (fast_key(&key), port));
+        let used_index = &self.used_index;
+        let (add, remove) = self
+            .waiting
+            .plan(changes, busy, now, |fast| used_index.contains_key(fast));
         let (mut add_keys, mut add_entries, mut added_anew) = (Vec::new(), Vec::new(), Vec::new());
-        let mut remove = Vec::new();
-        // A few at a time, so that no turn stalls for long: the next burst may be on its way.
-        let waited: Vec<_> = if wait {
-            Vec::new()
-        } else {
-            let some: Vec<_> = self
-                .waiting
-                .iter()
-                .take(if busy {
-                    WAITING_PER_BUSY_CALL
-                } else {
-                    WAITING_PER_IDLE_CALL
-                })
-                .map(|(&k, &p)| (k, Some(p)))
-                .collect();
-            for (k, _) in &some {
-                self.waiting.remove(k);
-            }
-            some
-        };
-        for (fast, port) in last.drain().chain(waited) {
-            match port {
-                Some(port) if wait && !self.used_index.contains_key(&fast) => {
-                    self.waiting.insert(fast, port);
-                }
-                Some(port) => {
-                    self.waiting.remove(&fast);
-                    let known = self.used_index.get(&fast).copied();
-                    let Some(index) = known.or_else(|| {
-                        let index = self.unused.pop()?;
-                        self.used_index.insert(fast, index);
-                        Some(index)
-                    }) else {
-                        note_table_full(&mut self.table_full, "every entry is taken");
-                        continue;
-                    };
-                    added_anew.push(known.is_none());
-                    self.used
-                        .bpf_array_u32(index as usize)
-                        .store(0, Ordering::Relaxed);
-                    add_keys.push(fast);
-                    add_entries.push(FastEntry {
-                        slot: port.0,
-                        used_index: index,
-                    });
-                }
-                None => {
-                    self.waiting.remove(&fast);
-                    remove.push(fast);
-                    // An XDP program still holding the old entry may mark the index once
-                    // more after its next holder got it: that station then looks used for
-                    // one age period at most.
-                    if let Some(index) = self.used_index.remove(&fast) {
-                        self.unused.push(index);
-                    }
-                }
+        for (fast, port) in add {
+            let known = self.used_index.get(&fast).copied();
+            let Some(index) = known.or_else(|| {
+                let index = self.unused.pop()?;
+                self.used_index.insert(fast, index);
+                Some(index)
+            }) else {
+                note_table_full(&mut self.table_full, "every entry is taken");
+                continue;
+            };
+            added_anew.push(known.is_none());
+            self.used
+                .bpf_array_u32(index as usize)
+                .store(0, Ordering::Relaxed);
+            add_keys.push(fast);
+            add_entries.push(FastEntry {
+                slot: port.0,
+                used_index: index,
+            });
+        }
+        for fast in &remove {
+            // An XDP program still holding the old entry may mark the index once more after
+            // its next holder got it: that station then looks used for one age period at most.
+            if let Some(index) = self.used_index.remove(fast) {
+                self.unused.push(index);
             }
         }
-        self.last_change = last;
-        self.waiting_since = if self.waiting.is_empty() {
-            None
-        } else {
-            self.waiting_since.or(Some(now))
-        };
         let fd = self.fdb.map().fd().as_fd();
         let mut from = 0;
         while let Err((done, e)) = sys::bpf_map_batch(
@@ -281,7 +236,7 @@ impl FastPath {
     /// Whether changes wait for [`FastPath::apply`] to be called again.
     #[must_use]
     pub fn has_waiting(&self) -> bool {
-        !self.waiting.is_empty()
+        !self.waiting.stations.is_empty()
     }
 
     /// How long before `now_second` ([`coarse_second`]) the fast path last carried a frame
@@ -299,6 +254,81 @@ impl FastPath {
         Some(Duration::from_secs(
             now_second.saturating_sub(u64::from(second)),
         ))
+    }
+}
+
+/// The fast path's pending changes: new stations wait while the forwarder is busy (see
+/// [`FastPath::apply`]); the bookkeeping alone, without the maps.
+#[derive(Debug, Default)]
+struct Waiting {
+    stations: hashbrown::HashMap<FastKey, PortId>,
+    /// When the oldest of them started waiting.
+    since: Option<Instant>,
+    /// Scratch: each address's last change in one call.
+    last: hashbrown::HashMap<FastKey, Option<PortId>>,
+}
+
+impl Waiting {
+    /// Sorts `changes` into what goes to the kernel now, as (stations to add or move,
+    /// stations to remove), and what waits: a station the table does not hold yet (`in_table`
+    /// says) waits while `busy`, unless stations have waited [`NEW_STATIONS_WAIT`]; waiting
+    /// ones come out a few per call when not waiting. An address's last change counts,
+    /// waiting or not, and it appears at most once in what goes to the kernel.
+    fn plan(
+        &mut self,
+        changes: impl IntoIterator<Item = (FastKey, Option<PortId>)>,
+        busy: bool,
+        now: Instant,
+        in_table: impl Fn(&FastKey) -> bool,
+    ) -> (Vec<(FastKey, PortId)>, Vec<FastKey>) {
+        let wait = busy
+            && self
+                .since
+                .is_none_or(|since| now.duration_since(since) < NEW_STATIONS_WAIT);
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        self.last.extend(changes);
+        if !wait {
+            // A few at a time, so that no turn stalls for long: the next burst may be coming.
+            let limit = if busy {
+                WAITING_PER_BUSY_CALL
+            } else {
+                WAITING_PER_IDLE_CALL
+            };
+            // Those changed again now are the loop's below.
+            let last = &self.last;
+            let some: Vec<_> = self
+                .stations
+                .iter()
+                .filter(|(k, _)| !last.contains_key(*k))
+                .take(limit)
+                .map(|(&k, &p)| (k, p))
+                .collect();
+            for (k, p) in some {
+                self.stations.remove(&k);
+                add.push((k, p));
+            }
+        }
+        for (fast, port) in self.last.drain() {
+            match port {
+                Some(port) if wait && !in_table(&fast) => {
+                    self.stations.insert(fast, port);
+                }
+                Some(port) => {
+                    self.stations.remove(&fast);
+                    add.push((fast, port));
+                }
+                None => {
+                    self.stations.remove(&fast);
+                    remove.push(fast);
+                }
+            }
+        }
+        self.since = if self.stations.is_empty() {
+            None
+        } else {
+            self.since.or(Some(now))
+        };
+        (add, remove)
     }
 }
 
@@ -359,5 +389,93 @@ mod tests {
             native: Some(VlanId::DEFAULT),
         };
         assert_eq!(port_segment(DomainId(0), &trunk), None);
+    }
+
+    fn station(n: u8) -> FastKey {
+        FastKey {
+            segment: 1,
+            mac: [2, 0, 0, 0, 0, n],
+            pad: [0; 2],
+        }
+    }
+
+    fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+        v.sort_unstable();
+        v
+    }
+
+    fn macs(add: &[(FastKey, PortId)]) -> Vec<(u8, u32)> {
+        sorted(add.iter().map(|(k, p)| (k.mac[5], p.0)).collect())
+    }
+
+    #[test]
+    fn new_stations_wait_while_busy_and_go_in_on_an_idle_turn() {
+        let mut w = Waiting::default();
+        let t0 = Instant::now();
+        let in_table = |k: &FastKey| k.mac[5] == 9;
+        // Busy: two new stations wait, a move of a station in the table goes at once.
+        let (add, remove) = w.plan(
+            [
+                (station(1), Some(PortId(0))),
+                (station(2), Some(PortId(0))),
+                (station(9), Some(PortId(1))),
+            ],
+            true,
+            t0,
+            in_table,
+        );
+        assert_eq!(macs(&add), [(9, 1)]);
+        assert!(remove.is_empty());
+        assert_eq!(w.stations.len(), 2);
+        // Idle: they go in.
+        let (add, _) = w.plan([], false, t0, in_table);
+        assert_eq!(macs(&add), [(1, 0), (2, 0)]);
+        assert!(w.stations.is_empty() && w.since.is_none());
+    }
+
+    #[test]
+    fn a_waiting_station_changed_again_counts_once_with_its_last_change() {
+        let mut w = Waiting::default();
+        let t0 = Instant::now();
+        let none = |_: &FastKey| false;
+        w.plan(
+            [(station(1), Some(PortId(0))), (station(2), Some(PortId(0)))],
+            true,
+            t0,
+            none,
+        );
+        // Idle turn: 1 moved to port 3, 2 aged out, in the same call that releases them.
+        let (add, remove) = w.plan(
+            [(station(1), Some(PortId(3))), (station(2), None)],
+            false,
+            t0,
+            none,
+        );
+        assert_eq!(macs(&add), [(1, 3)], "the move, not the stale port 0, once");
+        assert_eq!(remove.iter().map(|k| k.mac[5]).collect::<Vec<_>>(), [2]);
+        assert!(w.stations.is_empty());
+        // While busy, a waiting station that goes away just stops waiting.
+        w.plan([(station(4), Some(PortId(0)))], true, t0, none);
+        let (add, remove) = w.plan([(station(4), None)], true, t0, none);
+        assert!(add.is_empty() && remove.len() == 1 && w.stations.is_empty());
+    }
+
+    #[test]
+    fn waiting_ends_after_its_time_a_few_per_busy_call() {
+        let mut w = Waiting::default();
+        let t0 = Instant::now();
+        let none = |_: &FastKey| false;
+        let many: Vec<_> = (0..=u8::MAX)
+            .map(|n| (station(n), Some(PortId(0))))
+            .collect();
+        w.plan(many, true, t0, none);
+        assert_eq!(w.stations.len(), 256);
+        let (add, _) = w.plan([], true, t0 + NEW_STATIONS_WAIT / 2, none);
+        assert!(add.is_empty(), "still busy, still waiting");
+        let (add, _) = w.plan([], true, t0 + NEW_STATIONS_WAIT, none);
+        assert_eq!(add.len(), WAITING_PER_BUSY_CALL);
+        let (add, _) = w.plan([], false, t0 + NEW_STATIONS_WAIT, none);
+        assert_eq!(add.len(), 256 - WAITING_PER_BUSY_CALL);
+        assert!(w.since.is_none());
     }
 }

@@ -247,7 +247,8 @@ fn cpu_is_busy(now: u64) -> bool {
         return true;
     };
     // SAFETY: `load` is this CPU's own entry, which nothing else writes while this program
-    // runs; `until` is shared, but a plain u64 that racing CPUs set to equally valid times.
+    // runs; `until` is shared, a plain u64: a racing CPU may write an earlier time over a
+    // later one, and the busy period then ends up to a window early.
     unsafe {
         if now.wrapping_sub((*load).window_start_ns) >= FAST_PATH_WINDOW_NS {
             let busy_until = (*load).window_start_ns + 3 * FAST_PATH_WINDOW_NS;

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use aya::maps::{Array, DevMap, HashMap, IterableMap, MapData};
 use bridge_common::maps::{FastEntry, FastKey, FastPort, FAST_FDB_ENTRIES};
@@ -179,6 +179,19 @@ impl FastPath {
         let (add, remove) = self
             .waiting
             .plan(changes, busy, now, |fast| used_index.contains_key(fast));
+        // Removals first, so their entries are free for this call's additions; only what the
+        // kernel holds. An XDP program still holding an old entry may mark its index once
+        // more after the next holder got it: that station then looks used for one age
+        // period at most.
+        let remove: Vec<FastKey> = remove
+            .into_iter()
+            .filter(|fast| {
+                self.used_index
+                    .remove(fast)
+                    .map(|index| self.unused.push(index))
+                    .is_some()
+            })
+            .collect();
         let (mut add_keys, mut add_entries, mut added_anew) = (Vec::new(), Vec::new(), Vec::new());
         for (fast, port) in add {
             let known = self.used_index.get(&fast).copied();
@@ -200,36 +213,26 @@ impl FastPath {
                 used_index: index,
             });
         }
-        for fast in &remove {
-            // An XDP program still holding the old entry may mark the index once more after
-            // its next holder got it: that station then looks used for one age period at most.
-            if let Some(index) = self.used_index.remove(fast) {
+        let refused = batch_refusals(self.fdb.map().fd().as_fd(), &remove, MapBatch::<()>::Delete);
+        for (i, _) in refused {
+            // A stale entry would send frames astray: once more on its own (absent is fine).
+            let _ = self.fdb.remove(&remove[i]);
+        }
+        let refused = batch_refusals(
+            self.fdb.map().fd().as_fd(),
+            &add_keys,
+            MapBatch::Update(&add_entries),
+        );
+        for (i, error) in refused {
+            // That station stays with the forwarder; a move the kernel refused would leave
+            // the old entry pointing at the old port, so that goes too.
+            if let Some(index) = self.used_index.remove(&add_keys[i]) {
                 self.unused.push(index);
             }
-        }
-        let fd = self.fdb.map().fd().as_fd();
-        let mut from = 0;
-        while let Err((done, e)) = sys::bpf_map_batch(
-            fd,
-            &add_keys[from..],
-            MapBatch::Update(&add_entries[from..]),
-        ) {
-            // That station stays with the forwarder; the ones after it are tried again.
-            let failed = from + done;
-            if added_anew[failed] {
-                if let Some(index) = self.used_index.remove(&add_keys[failed]) {
-                    self.unused.push(index);
-                }
+            if !added_anew[i] {
+                let _ = self.fdb.remove(&add_keys[i]);
             }
-            note_table_full(&mut self.table_full, &e.to_string());
-            from = failed + 1;
-        }
-        let mut from = 0;
-        while let Err((done, _)) =
-            sys::bpf_map_batch::<_, ()>(fd, &remove[from..], MapBatch::Delete)
-        {
-            // Absent already is fine: removals of addresses that never made it in.
-            from += done + 1;
+            note_table_full(&mut self.table_full, &error);
         }
     }
 
@@ -271,8 +274,8 @@ struct Waiting {
 impl Waiting {
     /// Sorts `changes` into what goes to the kernel now, as (stations to add or move,
     /// stations to remove), and what waits: a station the table does not hold yet (`in_table`
-    /// says) waits while `busy`, unless stations have waited [`NEW_STATIONS_WAIT`]; waiting
-    /// ones come out a few per call when not waiting. An address's last change counts,
+    /// says) waits while `busy`; waiting ones come out a few per call when the forwarder is
+    /// not busy or they have waited [`NEW_STATIONS_WAIT`]. An address's last change counts,
     /// waiting or not, and it appears at most once in what goes to the kernel.
     fn plan(
         &mut self,
@@ -310,7 +313,9 @@ impl Waiting {
         }
         for (fast, port) in self.last.drain() {
             match port {
-                Some(port) if wait && !in_table(&fast) => {
+                // Busy: new ones queue behind those waiting, even once those have waited
+                // their time (then the queue drains a few per call).
+                Some(port) if busy && !in_table(&fast) => {
                     self.stations.insert(fast, port);
                 }
                 Some(port) => {
@@ -330,6 +335,36 @@ impl Waiting {
         };
         (add, remove)
     }
+}
+
+/// Runs a batch `op` over `keys`, going on past each element the kernel refuses; returns the
+/// refused elements' positions with the kernel's error. A call refused as a whole (the kernel
+/// then counts no element done: no batch support, a denied call) refuses every element left.
+fn batch_refusals<V: Copy>(
+    map: BorrowedFd<'_>,
+    keys: &[FastKey],
+    op: MapBatch<'_, V>,
+) -> Vec<(usize, String)> {
+    let mut refused = Vec::new();
+    let mut from = 0;
+    while from < keys.len() {
+        let rest = match op {
+            MapBatch::Update(values) => MapBatch::Update(&values[from..]),
+            MapBatch::Delete => MapBatch::Delete,
+        };
+        match sys::bpf_map_batch(map, &keys[from..], rest) {
+            Ok(()) => break,
+            Err((done, e)) if done >= keys.len() - from => {
+                refused.extend((from..keys.len()).map(|i| (i, e.to_string())));
+                break;
+            }
+            Err((done, e)) => {
+                refused.push((from + done, e.to_string()));
+                from += done + 1;
+            }
+        }
+    }
+    refused
 }
 
 /// Counts an address `FAST_FDB` had no room for; warns about the first.
@@ -472,10 +507,27 @@ mod tests {
         assert_eq!(w.stations.len(), 256);
         let (add, _) = w.plan([], true, t0 + NEW_STATIONS_WAIT / 2, none);
         assert!(add.is_empty(), "still busy, still waiting");
-        let (add, _) = w.plan([], true, t0 + NEW_STATIONS_WAIT, none);
+        // Waited long enough, still busy: a few come out; a newcomer queues behind them.
+        let newcomer = FastKey {
+            segment: 2,
+            ..station(0)
+        };
+        let (add, _) = w.plan(
+            [(newcomer, Some(PortId(0)))],
+            true,
+            t0 + NEW_STATIONS_WAIT,
+            none,
+        );
         assert_eq!(add.len(), WAITING_PER_BUSY_CALL);
+        assert!(add.iter().all(|(k, _)| *k != newcomer));
+        assert_eq!(w.stations.len(), 256 - WAITING_PER_BUSY_CALL + 1);
         let (add, _) = w.plan([], false, t0 + NEW_STATIONS_WAIT, none);
-        assert_eq!(add.len(), 256 - WAITING_PER_BUSY_CALL);
-        assert!(w.since.is_none());
+        assert_eq!(
+            add.len(),
+            256 - WAITING_PER_BUSY_CALL + 1,
+            "idle: the rest at once"
+        );
+        assert!(add.contains(&(newcomer, PortId(0))));
+        assert!(w.stations.is_empty() && w.since.is_none());
     }
 }

@@ -239,7 +239,8 @@ struct BatchAttr {
 ///
 /// # Errors
 /// `(done, error)`: the kernel stops at the first element that fails; the `done` before it
-/// took effect, those after it were not tried.
+/// took effect, those after it were not tried. A call refused before any element (no batch
+/// support, a denied call) leaves `done` at `keys.len()`.
 pub fn bpf_map_batch<K: Copy, V: Copy>(
     map: BorrowedFd<'_>,
     keys: &[K],

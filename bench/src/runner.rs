@@ -601,14 +601,21 @@ fn trafgen(ctx: &Ctx<'_>, topo: &Topology, workdir: &std::path::Path) -> anyhow:
 /// RFC 2544's search for the highest offered rate a device passes at: one trial flat out
 /// (the upper bound, and the answer if it passes), then `iterations` halvings between
 /// `low_pps` and that rate, then the lower bound itself if nothing passed. `trial(rate)`
-/// (`None`: flat out) returns the rate it offered, whether it passed and what it measured.
+/// (frames per second, `None`: flat out) returns the rate it offered, whether it passed and
+/// what it measured.
 /// Returns the highest passing offered rate (`None`: not even the lower bound) and a line
 /// per trial for the details table.
 fn search_highest_rate(
     low_pps: f64,
     iterations: u32,
-    mut trial: impl FnMut(Option<f64>) -> anyhow::Result<(f64, bool, String)>,
+    mut trial: impl FnMut(Option<u64>) -> anyhow::Result<(f64, bool, String)>,
 ) -> anyhow::Result<(Option<f64>, Vec<String>)> {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a positive rate in frames per second"
+    )]
+    let mut trial = |rate: Option<f64>| trial(rate.map(|r| r.round() as u64));
     let verdict = |ok: bool| if ok { "pass" } else { "fail" };
     let mut log = Vec::new();
     let (offered, ok, what) = trial(None)?;
@@ -674,12 +681,7 @@ fn ndr(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, dst_mac: &str) -> anyhow::Resu
     let (trial_s, iterations) = search_plan(ctx);
     let (best, log) = search_highest_rate(SEARCH_LOW_PPS, iterations, |rate| {
         let o = GenOpts {
-            #[allow(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                reason = "a positive rate in frames per second"
-            )]
-            rate: rate.map(|r| r.round() as u64),
+            rate,
             duration: Some(trial_s),
             ..GenOpts::flat_out(64, dst_mac)
         };
@@ -789,11 +791,6 @@ fn learn_and_verify(
 /// three-client topology and device, as the FDB's contents are what they measure.
 fn learning(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, res: &mut Results) {
     let name = dut.kind.name();
-    let fail = |res: &mut Results, key: &str, e: &anyhow::Error| {
-        let n = format!("{name}: {key} failed: {e:#}");
-        eprintln!("  {n}");
-        res.notes.push(n);
-    };
     for rep in ctx.reps.clone() {
         if ctx.wants("fdbcap") {
             let r = dut
@@ -803,7 +800,7 @@ fn learning(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, res: &mut Results) {
             match r {
                 #[allow(clippy::cast_precision_loss, reason = "a count of stations")]
                 Ok(l) => push(res, name, "fdbcap", rep, l.held() as f64, l.detail()),
-                Err(e) => fail(res, "fdbcap", &e),
+                Err(e) => note_failed(res, name, "fdbcap", &e),
             }
         }
         if ctx.wants("learnrate") {
@@ -811,18 +808,7 @@ fn learning(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, res: &mut Results) {
             let searched = search_highest_rate(SEARCH_LOW_PPS, iterations, |rate| {
                 dut.flush_fdb(topo, ctx.log)?;
                 announce(ctx, &topo.clients[1], &topo.clients[1].mac)?;
-                #[allow(
-                    clippy::cast_possible_truncation,
-                    clippy::cast_sign_loss,
-                    reason = "a positive rate in frames per second"
-                )]
-                let l = learn_and_verify(
-                    ctx,
-                    topo,
-                    dut,
-                    LEARN_RATE_STATIONS,
-                    rate.map(|r| r.round() as u64),
-                )?;
+                let l = learn_and_verify(ctx, topo, dut, LEARN_RATE_STATIONS, rate)?;
                 let all = l.held() == u64::from(l.stations) && l.lost() == 0;
                 let what = format!("held {} of {}, {} lost", l.held(), l.stations, l.lost());
                 Ok((l.learn_pps, all, what))
@@ -836,7 +822,7 @@ fn learning(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, res: &mut Results) {
                     SEARCH_LOW_PPS / 1000.0,
                     log.join("; ")
                 )),
-                Err(e) => fail(res, "learnrate", &e),
+                Err(e) => note_failed(res, name, "learnrate", &e),
             }
         }
     }
@@ -906,13 +892,16 @@ fn flood(ctx: &Ctx<'_>, topo: &Topology, dut: &Dut, key: &'static str, res: &mut
                     format!("{}; frames per client {}", r.detail(), per.join("/")),
                 );
             }
-            Err(e) => {
-                let n = format!("{name}: {key} failed: {e:#}");
-                eprintln!("  {n}");
-                res.notes.push(n);
-            }
+            Err(e) => note_failed(res, name, key, &e),
         }
     }
+}
+
+/// Records that a scenario failed on a device: the run goes on, the report says why.
+fn note_failed(res: &mut Results, dut: &str, what: &str, e: &anyhow::Error) {
+    let n = format!("{dut}: {what} failed: {e:#}");
+    eprintln!("  {n}");
+    res.notes.push(n);
 }
 
 fn push(res: &mut Results, dut: &str, key: &'static str, rep: usize, value: f64, detail: String) {
@@ -941,11 +930,7 @@ fn bench_dut(
     let dut = Dut::start(kind, &topo, workdir, ctx.log, globals)?;
     prelearn(ctx, &topo, name)?;
     let c1mac = topo.clients[1].mac.clone();
-    let note = |res: &mut Results, what: &str, e: &anyhow::Error| {
-        let n = format!("{name}: {what} failed: {e:#}");
-        eprintln!("  {n}");
-        res.notes.push(n);
-    };
+    let note = |res: &mut Results, what: &str, e: &anyhow::Error| note_failed(res, name, what, e);
 
     if ctx.wants("idle_cpu") && ctx.reps.start == 0 {
         if let Some(pid) = dut.pid() {
@@ -1287,9 +1272,14 @@ pub fn run(a: &RunArgs) -> anyhow::Result<()> {
 mod tests {
     use super::{middle_half_mean, percentile, search_highest_rate};
 
+    #[allow(clippy::cast_precision_loss, reason = "rates below 2^52")]
+    fn pps_f64(rate: u64) -> f64 {
+        rate as f64
+    }
+
     /// A device that passes at up to 600 kpps, behind a generator offering 1 Mpps flat out.
-    fn device(rate: Option<f64>) -> anyhow::Result<(f64, bool, String)> {
-        let offered = rate.unwrap_or(1e6);
+    fn device(rate: Option<u64>) -> anyhow::Result<(f64, bool, String)> {
+        let offered = rate.map_or(1e6, pps_f64);
         Ok((offered, offered <= 600e3, String::new()))
     }
 
@@ -1304,12 +1294,16 @@ mod tests {
 
     #[test]
     fn rate_search_ends_at_once_when_flat_out_passes_and_says_when_nothing_does() {
-        let (best, log) =
-            search_highest_rate(20e3, 6, |r| Ok((r.unwrap_or(5e5), true, String::new()))).unwrap();
+        let (best, log) = search_highest_rate(20e3, 6, |r| {
+            Ok((r.map_or(5e5, pps_f64), true, String::new()))
+        })
+        .unwrap();
         assert_eq!(best, Some(5e5));
         assert!(log[1].contains("the generator"), "{log:?}");
-        let (best, log) =
-            search_highest_rate(20e3, 3, |r| Ok((r.unwrap_or(1e6), false, String::new()))).unwrap();
+        let (best, log) = search_highest_rate(20e3, 3, |r| {
+            Ok((r.map_or(1e6, pps_f64), false, String::new()))
+        })
+        .unwrap();
         assert_eq!(best, None);
         assert!(
             log.last().unwrap().contains("below the search range"),

@@ -16,11 +16,10 @@
 //! that the redirect would lose the frame.
 
 use std::{
+    os::fd::{AsFd, BorrowedFd},
     sync::atomic::Ordering,
     time::{Duration, Instant},
 };
-
-use std::os::fd::{AsFd, BorrowedFd};
 
 use aya::maps::{Array, DevMap, HashMap, IterableMap, MapData};
 use bridge_common::maps::{FastEntry, FastKey, FastPort, FAST_FDB_ENTRIES};

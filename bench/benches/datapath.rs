@@ -1,5 +1,6 @@
 //! Criterion microbenchmarks of vwire's per-frame path, with no sockets: classification,
-//! FDB learn and lookup at 64K MACs, the whole `forward::decide` step, VLAN tag push/pop in
+//! FDB learn and lookup at 64K MACs, the whole `forward::decide` step (also for a batch from 64K
+//! stations, one by one and prefetched as the forwarder does), VLAN tag push/pop in
 //! place, and a flood's fan-out (`forward::fan_out`: a copy into a fresh UMEM frame for every
 //! egress port but the last).
 
@@ -10,7 +11,7 @@ use std::{hint::black_box, time::Instant};
 use bridge_common::wire::{EthernetFrame, MacAddr, VlanId};
 use bridge_user::{
     fdb::Fdb,
-    forward::{decide, fan_out},
+    forward::{address, decide, decide_addressed, fan_out, RX_BATCH},
     frames::Frames,
     metrics::FdbCounters,
     port::{DomainId, PortId},
@@ -105,6 +106,43 @@ fn decide_bench(c: &mut Criterion) {
                     f,
                     now,
                 ));
+            }
+        });
+    });
+    // The 64K-MAC rate scenario: every frame from another of 64K learned stations, so each
+    // source's slot is cold. One at a time, as a naive loop; and as the forwarder does it,
+    // an rx batch at a time with every frame's FDB slots prefetched before the first is
+    // decided.
+    let stations: Vec<Vec<u8>> = (0..N).map(|i| frame(mac(0), mac((i * 7919) % N))).collect();
+    g.throughput(Throughput::Elements(u64::from(N)));
+    g.bench_function("from_64k_stations_one_by_one", |b| {
+        b.iter(|| {
+            for f in &stations {
+                black_box(decide(
+                    &mut fdb,
+                    &mut counters,
+                    DomainId(0),
+                    PortId(1),
+                    &access,
+                    f,
+                    now,
+                ));
+            }
+        });
+    });
+    let mut addressed = Vec::with_capacity(RX_BATCH as usize);
+    g.bench_function("from_64k_stations_prefetched", |b| {
+        b.iter(|| {
+            for batch in stations.chunks(RX_BATCH as usize) {
+                addressed.clear();
+                for f in batch {
+                    let a = address(DomainId(0), &access, f).expect("a valid frame");
+                    a.prefetch(&fdb);
+                    addressed.push(a);
+                }
+                for a in &addressed {
+                    black_box(decide_addressed(&mut fdb, &mut counters, PortId(1), a, now));
+                }
             }
         });
     });

@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant};
 
 use bridge_common::wire::{MacAddr, VlanId};
-use hashbrown::HashMap;
 
 use crate::port::{DomainId, PortId};
+
+mod table;
 
 /// Where a MAC was learned: on one VLAN of one bridge domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,7 +55,7 @@ pub enum Learned {
 /// The learning table.
 #[derive(Debug)]
 pub struct Fdb {
-    entries: HashMap<FdbKey, FdbEntry>,
+    entries: table::Table,
     max_age: Duration,
     capacity: usize,
     /// Most learned entries one port may hold (a MAC flood from one port cannot fill the
@@ -73,7 +74,7 @@ impl Fdb {
     #[must_use]
     pub fn new(max_age: Duration, capacity: usize, per_port_limit: u32) -> Self {
         Self {
-            entries: HashMap::with_capacity(capacity.min(4096)),
+            entries: table::Table::with_capacity(capacity.min(4096)),
             max_age,
             capacity,
             per_port_limit,
@@ -184,20 +185,14 @@ impl Fdb {
     /// Keeps the entries `keep` accepts, keeping the per-port counts right. Returns how
     /// many went.
     fn retain(&mut self, mut keep: impl FnMut(&FdbKey, &FdbEntry) -> bool) -> usize {
-        let before = self.entries.len();
-        let per_port = &mut self.per_port;
-        let mut changes = self.changes.as_mut();
-        self.entries.retain(|k, e| {
-            let kept = keep(k, e);
-            if !kept && !e.is_static {
-                per_port[e.port.0 as usize] -= 1;
+        let gone = self.entries.retain(|k, e| keep(k, e));
+        for (key, entry) in &gone {
+            if !entry.is_static {
+                *self.count(entry.port) -= 1;
             }
-            if let (false, Some(changes)) = (kept, changes.as_deref_mut()) {
-                changes.push((*k, None));
-            }
-            kept
-        });
-        before - self.entries.len()
+            self.changed(*key, None);
+        }
+        gone.len()
     }
 
     /// Removes learned entries older than the age limit; returns how many went.
@@ -217,7 +212,7 @@ impl Fdb {
         mut used_ago: impl FnMut(&FdbKey, &FdbEntry) -> Option<Duration>,
     ) {
         let ask_after = self.max_age.saturating_sub(margin);
-        for (key, entry) in &mut self.entries {
+        for (key, entry) in self.entries.iter_mut() {
             let age = now.saturating_duration_since(entry.last_seen);
             if entry.is_static || age <= ask_after {
                 continue;
@@ -266,7 +261,13 @@ impl Fdb {
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.len() == 0
+    }
+
+    /// Starts loading what learning or looking up `key` will read, so that doing it a few
+    /// frames later does not wait for memory.
+    pub fn prefetch(&self, key: &FdbKey) {
+        self.entries.prefetch(key);
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&FdbKey, &FdbEntry)> {

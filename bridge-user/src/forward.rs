@@ -163,6 +163,52 @@ pub unsafe fn fan_out(
     copies.push((last, last_how, Some(desc)));
 }
 
+/// A frame's addresses as the FDB keys them: read from its headers and its ingress port's
+/// VLAN mode, before anything is learned or looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addressed {
+    pub src: FdbKey,
+    pub dst: MacAddr,
+    pub ingress: vlan::Ingress,
+}
+
+impl Addressed {
+    fn dst_key(&self) -> FdbKey {
+        FdbKey {
+            mac: self.dst,
+            ..self.src
+        }
+    }
+
+    /// Starts loading the FDB slots that [`decide_addressed`] will read for this frame.
+    pub fn prefetch(&self, fdb: &Fdb) {
+        fdb.prefetch(&self.src);
+        if !self.dst.is_multicast() {
+            fdb.prefetch(&self.dst_key());
+        }
+    }
+}
+
+/// Classifies a frame against its ingress port's VLAN mode; the reason it is dropped if it
+/// cannot be.
+pub fn address(domain: DomainId, mode: &PortMode, frame: &[u8]) -> Result<Addressed, DropReason> {
+    let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::Runt)?;
+    let src = eth.src_addr();
+    if !src.is_valid_source() {
+        return Err(DropReason::InvalidSrcMac);
+    }
+    let ingress = mode.classify(&eth)?;
+    Ok(Addressed {
+        src: FdbKey {
+            domain,
+            vlan: ingress.vlan,
+            mac: src,
+        },
+        dst: eth.dst_addr(),
+        ingress,
+    })
+}
+
 /// Classifies a frame against its ingress port's VLAN mode, learns its source and decides
 /// where it goes.
 ///
@@ -176,45 +222,31 @@ pub fn decide(
     frame: &[u8],
     now: Instant,
 ) -> Decision {
-    let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return Decision::drop(DropReason::Runt);
-    };
-    let src = eth.src_addr();
-    if !src.is_valid_source() {
-        return Decision::drop(DropReason::InvalidSrcMac);
+    match address(domain, mode, frame) {
+        Ok(addressed) => decide_addressed(fdb, events, ingress, &addressed, now),
+        Err(reason) => Decision::drop(reason),
     }
-    let ingress_vlan = match mode.classify(&eth) {
-        Ok(i) => i,
-        Err(reason) => return Decision::drop(reason),
-    };
-    let vlan = ingress_vlan.vlan;
-    match fdb.learn(
-        FdbKey {
-            domain,
-            vlan,
-            mac: src,
-        },
-        ingress,
-        now,
-    ) {
+}
+
+/// [`decide`] for a frame already classified: learns its source and decides where it goes.
+pub fn decide_addressed(
+    fdb: &mut Fdb,
+    events: &mut FdbCounters,
+    ingress: PortId,
+    addressed: &Addressed,
+    now: Instant,
+) -> Decision {
+    match fdb.learn(addressed.src, ingress, now) {
         Learned::New => events.learned += 1,
         Learned::Moved { .. } => events.moved += 1,
         Learned::TableFull => events.table_full += 1,
         Learned::PortLimit => events.port_limit += 1,
         Learned::Refreshed | Learned::StaticConflict => {}
     }
-    let dst: MacAddr = eth.dst_addr();
-    let verdict = if dst.is_multicast() {
+    let verdict = if addressed.dst.is_multicast() {
         Verdict::Flood
     } else {
-        match fdb.lookup(
-            &FdbKey {
-                domain,
-                vlan,
-                mac: dst,
-            },
-            now,
-        ) {
+        match fdb.lookup(&addressed.dst_key(), now) {
             Lookup::Hit(port) if port == ingress => Verdict::Drop(DropReason::SamePort),
             Lookup::Hit(port) => Verdict::Forward(port),
             Lookup::Miss => Verdict::Flood,
@@ -222,8 +254,8 @@ pub fn decide(
     };
     Decision {
         verdict,
-        vlan,
-        tagged: ingress_vlan.tagged,
+        vlan: addressed.ingress.vlan,
+        tagged: addressed.ingress.tagged,
     }
 }
 
@@ -277,6 +309,7 @@ pub struct Forwarder {
     last_housekeeping: Instant,
     /// Scratch for one rx batch and one flood, so the hot path allocates nothing.
     batch: Vec<Desc>,
+    addressed: Vec<Result<Addressed, DropReason>>,
     flood_targets: Vec<(PortId, Egress)>,
     flood_copies: Vec<(PortId, Egress, Option<Desc>)>,
     pollfds: Vec<libc::pollfd>,
@@ -319,6 +352,7 @@ impl Forwarder {
             port_gone,
             last_housekeeping: Instant::now(),
             batch: Vec::with_capacity(RX_BATCH as usize),
+            addressed: Vec::with_capacity(RX_BATCH as usize),
             flood_targets: Vec::new(),
             flood_copies: Vec::new(),
             pollfds: Vec::new(),
@@ -721,6 +755,15 @@ impl Forwarder {
     }
 
     /// Takes one batch from socket `qi` of port `pi`, stages every frame, refills.
+    ///
+    /// In three passes, so that no frame waits for memory on its own: start loading every
+    /// frame's headers (the kernel wrote them on another CPU), then read them and start loading
+    /// the FDB slots they will need (with many stations those are in no cache), then handle
+    /// each frame.
+    #[allow(
+        unsafe_code,
+        reason = "reads frames this thread owns: they just came off an rx ring"
+    )]
     fn receive(&mut self, pi: usize, qi: usize, now: Instant) -> bool {
         let Some(port) = self.ports[pi].as_mut() else {
             return false;
@@ -737,23 +780,48 @@ impl Forwarder {
         if let Some(follower) = &mut self.follow_wakeups {
             follower.received(n);
         }
+        for desc in &self.batch {
+            self.umem.prefetch(desc.addr);
+        }
+        self.addressed.clear();
+        for desc in &self.batch {
+            let len = desc.len as usize;
+            let addressed = if self.umem.contains(desc.addr, len) {
+                // SAFETY: the descriptor came off our rx ring, so this thread owns the frame;
+                // nothing writes it until `handle` below.
+                let frame = unsafe { self.umem.frame(desc.addr, len) };
+                address(port.domain, &port.mode, frame)
+            } else {
+                Err(DropReason::Runt)
+            };
+            if let Ok(addressed) = &addressed {
+                addressed.prefetch(&self.fdb);
+            }
+            self.addressed.push(addressed);
+        }
         let ingress = PortId::from_index(pi);
         for i in 0..self.batch.len() {
             let desc = self.batch[i];
             self.frames.returned(self.umem.chunk_of(desc.addr));
-            self.handle(ingress, desc, now);
+            self.handle(ingress, desc, self.addressed[i], now);
         }
         self.refill(pi, qi, self.fill_target);
         true
     }
 
-    /// Completes a partial checksum, classifies one received frame and stages it for its
-    /// egress port(s).
+    /// Completes a partial checksum, learns one received frame's source and stages it for its
+    /// egress port(s); `addressed` is what [`address`] made of it.
     #[allow(
         unsafe_code,
         reason = "reads and rewrites a frame this thread owns: it just came off an rx ring"
     )]
-    fn handle(&mut self, ingress: PortId, desc: Desc, now: Instant) {
+    fn handle(
+        &mut self,
+        ingress: PortId,
+        desc: Desc,
+        addressed: Result<Addressed, DropReason>,
+        now: Instant,
+    ) {
         let len = desc.len as usize;
         if !self.umem.contains(desc.addr, len) {
             // The kernel never does this; treat it as a runt rather than trust it.
@@ -771,15 +839,16 @@ impl Forwarder {
         port.counters.rx_checksums_completed += u64::from(completed);
         let domain = port.domain;
         let unicast = frame.first().is_some_and(|b| b & 1 == 0);
-        let decision = decide(
-            &mut self.fdb,
-            &mut self.fdb_counters,
-            domain,
-            ingress,
-            &port.mode,
-            frame,
-            now,
-        );
+        let decision = match addressed {
+            Ok(addressed) => decide_addressed(
+                &mut self.fdb,
+                &mut self.fdb_counters,
+                ingress,
+                &addressed,
+                now,
+            ),
+            Err(reason) => Decision::drop(reason),
+        };
         port.counters.rx_frames += 1;
         port.counters.rx_bytes += len as u64;
         match decision.verdict {

@@ -2,12 +2,13 @@
 //! them between ports.
 //!
 //! Each module says what it is in its own file (outer docs here would make rustdoc resolve
-//! the links of those in this scope). `unsafe` is denied everywhere but in `xsk`, the three
+//! the links of those in this scope). `unsafe` is denied everywhere but in `xsk`, `cache`, the
 //! `forward` functions that reach into frame bytes (and `flood`, which hands one of them a
 //! frame), and `cni::ethtool`'s one ioctl.
 #![deny(unsafe_code)]
 
 pub mod affinity;
+pub mod cache;
 pub mod checksum;
 pub mod cli;
 pub mod cni;

@@ -21,7 +21,8 @@ unsafe impl Send for Mmap {}
 unsafe impl Sync for Mmap {}
 
 impl Mmap {
-    /// Anonymous, private, zeroed memory of `len` bytes (the UMEM area, or test rings).
+    /// Anonymous, private, zeroed memory of `len` bytes (the UMEM area, or test rings), on
+    /// huge pages where the kernel has them (see [`crate::cache`]), and faulted in now.
     pub fn anonymous(len: usize) -> io::Result<Self> {
         // SAFETY: a fresh anonymous mapping aliases nothing.
         let ptr = unsafe {
@@ -29,12 +30,18 @@ impl Mmap {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )
         };
-        Self::from_raw(ptr, len)
+        let map = Self::from_raw(ptr, len)?;
+        crate::cache::advise_huge_pages(map.ptr.as_ptr(), len);
+        // Fault it all in now rather than on the first frames (MAP_POPULATE would have done
+        // so before the advice). Kernels before 5.14 lack this and fault pages on first use.
+        // SAFETY: populating changes no contents: the pages are zero either way.
+        let _ = unsafe { libc::madvise(ptr, len, libc::MADV_POPULATE_WRITE) };
+        Ok(map)
     }
 
     /// Maps kernel memory behind `fd` at page offset `offset`, shared: a ring of an AF_XDP

@@ -81,6 +81,14 @@ impl Umem {
         chunk < self.area.len() as u64 && addr + len as u64 <= chunk + u64::from(self.frame_size)
     }
 
+    /// Starts loading a frame's first cache line, so that reading its headers later does not
+    /// wait: received frames were written by the kernel on another CPU.
+    pub fn prefetch(&self, addr: u64) {
+        if self.contains(addr, 1) {
+            crate::cache::prefetch(self.area.as_ptr().wrapping_add(Self::offset(addr)));
+        }
+    }
+
     /// The bytes `[addr, addr + len)` of a frame.
     ///
     /// # Safety

@@ -40,6 +40,7 @@ pub fn advise_huge_pages<T>(start: *const T, len: usize) {
         return;
     }
     // SAFETY: MADV_HUGEPAGE changes how the kernel backs pages, never their contents or
-    // mapping, and the range lies inside memory the caller owns.
+    // mapping, so it is sound for any range, whoever uses it (a range inside a heap block
+    // advises pages the allocator may hand out again, which is harmless).
     let _ = unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
 }

@@ -230,7 +230,14 @@ impl Fdb {
 
     /// Removes one entry, static or learned; returns whether there was one.
     pub fn remove(&mut self, key: &FdbKey) -> bool {
-        self.retain(|k, _| k != key) > 0
+        let Some(entry) = self.entries.remove(key) else {
+            return false;
+        };
+        if !entry.is_static {
+            *self.count(entry.port) -= 1;
+        }
+        self.changed(*key, None);
+        true
     }
 
     /// Removes the learned entries `select` picks; static entries stay. Returns how many.

@@ -801,9 +801,7 @@ impl Forwarder {
         }
         let ingress = PortId::from_index(pi);
         for i in 0..self.batch.len() {
-            let desc = self.batch[i];
-            self.frames.returned(self.umem.chunk_of(desc.addr));
-            self.handle(ingress, desc, self.addressed[i], now);
+            self.handle(ingress, self.batch[i], self.addressed[i], now);
         }
         self.refill(pi, qi, self.fill_target);
         true
@@ -826,9 +824,20 @@ impl Forwarder {
         if !self.umem.contains(desc.addr, len) {
             // The kernel never does this; treat it as a runt rather than trust it.
             warn!(addr = desc.addr, len, "rx descriptor outside the UMEM");
-            self.drop_frame(ingress, desc, DropReason::Runt);
+            if self.umem.contains(desc.addr, 0) {
+                // One of our frames with a length past its end: take it back.
+                self.frames.returned(self.umem.chunk_of(desc.addr));
+                self.drop_frame(ingress, desc, DropReason::Runt);
+            } else {
+                // No frame of ours at all: nothing to take back or free.
+                self.port_mut(ingress)
+                    .counters
+                    .drops
+                    .count(DropReason::Runt);
+            }
             return;
         }
+        self.frames.returned(self.umem.chunk_of(desc.addr));
         // SAFETY: the descriptor came off our rx ring, so this thread owns the frame.
         let frame = unsafe { self.umem.frame_mut(desc.addr, len) };
         let completed = checksum::complete_partial(frame);

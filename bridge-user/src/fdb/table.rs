@@ -9,8 +9,6 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::DefaultHashBuilder;
-
 use super::{FdbEntry, FdbKey};
 
 /// The smallest table: one that holds 8 entries.
@@ -19,21 +17,28 @@ const MIN_SLOTS: usize = 16;
 type Slot = Option<(FdbKey, FdbEntry)>;
 
 #[derive(Debug)]
-pub(super) struct Table {
+pub(super) struct Table<S = foldhash::quality::RandomState> {
     /// A power of two in length, more than half of them `None`, so every probe ends.
     slots: Vec<Slot>,
     len: usize,
-    /// Seeded per process: the addresses a port sends cannot be chosen to collide.
-    hasher: DefaultHashBuilder,
+    /// Randomly seeded for each table (foldhash's quality variant): addresses a port sends
+    /// cannot be chosen to collide, which linear probing would make long clusters of.
+    hasher: S,
 }
 
 impl Table {
     /// A table that holds `entries` without growing.
     pub(super) fn with_capacity(entries: usize) -> Self {
+        Self::with_hasher(entries, foldhash::quality::RandomState::default())
+    }
+}
+
+impl<S: BuildHasher> Table<S> {
+    fn with_hasher(entries: usize, hasher: S) -> Self {
         Self {
             slots: empty_slots(slots_for(entries)),
             len: 0,
-            hasher: DefaultHashBuilder::default(),
+            hasher,
         }
     }
 
@@ -200,28 +205,70 @@ mod tests {
         }
     }
 
-    /// Every entry is where a probe from its home finds it, and the count is right.
-    fn assert_consistent(t: &Table) {
+    /// The probing invariant: no free slot between an entry's home and its slot (so the probe
+    /// from its home finds it there), and the count is right.
+    fn assert_consistent<S: BuildHasher>(t: &Table<S>) {
         assert_eq!(t.iter().count(), t.len);
-        for (k, _) in t.iter() {
-            assert!(t.find(k).is_some(), "{k:?} lost");
+        for (i, slot) in t.slots.iter().enumerate() {
+            let Some((k, _)) = slot else { continue };
+            let mut j = t.home(k);
+            while j != i {
+                assert!(t.slots[j].is_some(), "{k:?} at {i} past a free slot {j}");
+                j = t.next(j);
+            }
+            assert_eq!(t.find(k), Some(i));
         }
         assert!(t.slots.len() >= slots_for(t.len));
     }
 
+    /// Homes every key on one of five slots by its last byte: long clusters that wrap.
+    #[derive(Clone, Copy, Default)]
+    struct FiveHomes;
+
+    struct LastByte(u64);
+
+    impl std::hash::Hasher for LastByte {
+        fn finish(&self) -> u64 {
+            // Slots 0, 1 and the last three of any table.
+            [0, 1, u64::MAX, u64::MAX - 1, u64::MAX - 2][(self.0 % 5) as usize]
+        }
+
+        fn write(&mut self, bytes: &[u8]) {
+            if let Some(&b) = bytes.last() {
+                self.0 = u64::from(b);
+            }
+        }
+    }
+
+    impl BuildHasher for FiveHomes {
+        type Hasher = LastByte;
+
+        fn build_hasher(&self) -> LastByte {
+            LastByte(0)
+        }
+    }
+
     #[test]
     fn agrees_with_a_hash_map_through_growth_and_churn() {
+        agrees_with_a_hash_map(Table::with_capacity(4), 3000);
+    }
+
+    #[test]
+    fn colliding_homes_stay_findable_through_churn() {
+        agrees_with_a_hash_map(Table::with_hasher(4, FiveHomes), 300);
+    }
+
+    fn agrees_with_a_hash_map<S: BuildHasher>(mut table: Table<S>, keys: u32) {
         let now = Instant::now();
-        let mut table = Table::with_capacity(4);
         let mut model = HashMap::new();
-        // A fixed pseudo-random walk of inserts and removals over 3,000 keys, the kind of
-        // clustering that breaks a wrong backward shift.
+        // A fixed pseudo-random walk of inserts and removals, the kind of clustering that
+        // breaks a wrong backward shift.
         let mut x: u32 = 12345;
         for step in 0..40_000 {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            let k = key(x % 3000);
+            let k = key(x % keys);
             if x.is_multiple_of(3) {
                 assert_eq!(table.remove(&k), model.remove(&k), "step {step}");
             } else {
@@ -229,13 +276,23 @@ mod tests {
                 assert_eq!(table.insert(k, e), model.insert(k, e), "step {step}");
             }
             assert_eq!(table.get(&k), model.get(&k));
+            if step % 1000 == 0 {
+                assert_consistent(&table);
+            }
         }
         assert_consistent(&table);
         for (k, e) in &model {
             assert_eq!(table.get(k), Some(e));
         }
-        let gone = table.retain(|k, _| k.mac.0[5] % 2 == 0);
-        model.retain(|k, _| k.mac.0[5] % 2 == 0);
+        // Kept entries keep what the closure changed.
+        let gone = table.retain(|k, e| {
+            e.port = PortId(7);
+            k.mac.0[5] % 2 == 0
+        });
+        model.retain(|k, e| {
+            e.port = PortId(7);
+            k.mac.0[5] % 2 == 0
+        });
         assert!(gone.iter().all(|(k, _)| k.mac.0[5] % 2 == 1));
         assert_consistent(&table);
         assert_eq!(table.len(), model.len());
@@ -244,23 +301,48 @@ mod tests {
         }
     }
 
+    /// The first `n` test keys whose probe starts at `slot`.
+    fn homed_at<S: BuildHasher>(table: &Table<S>, slot: usize, n: usize) -> Vec<FdbKey> {
+        (0..)
+            .map(key)
+            .filter(|k| table.home(k) == slot)
+            .take(n)
+            .collect()
+    }
+
     #[test]
     fn removal_keeps_a_wrapped_cluster_reachable() {
         let now = Instant::now();
         let mut table = Table::with_capacity(4);
         // Keys whose probes start in the last slot, so the cluster wraps to slot 0.
         let last = table.slots.len() - 1;
-        let wrapping: Vec<FdbKey> = (0..)
-            .map(key)
-            .filter(|k| table.home(k) == last)
-            .take(3)
-            .collect();
+        let wrapping = homed_at(&table, last, 3);
         for (port, k) in (0..).zip(&wrapping) {
             table.insert(*k, entry(port, now));
         }
         assert_eq!(table.remove(&wrapping[0]), Some(entry(0, now)));
         assert_eq!(table.get(&wrapping[1]), Some(&entry(1, now)));
         assert_eq!(table.get(&wrapping[2]), Some(&entry(2, now)));
+        assert_consistent(&table);
+    }
+
+    #[test]
+    fn removal_leaves_wrapped_entries_homed_after_the_hole() {
+        let now = Instant::now();
+        let mut table = Table::with_capacity(4);
+        let last = table.slots.len() - 1;
+        // One key in the second-to-last slot, two homed in the last: the second wraps to 0.
+        let before = homed_at(&table, last - 1, 1)[0];
+        let wrapped = homed_at(&table, last, 2);
+        table.insert(before, entry(0, now));
+        table.insert(wrapped[0], entry(1, now));
+        table.insert(wrapped[1], entry(2, now));
+        assert_eq!(table.find(&wrapped[1]), Some(0));
+        // The hole is before both homes: neither may move into it.
+        assert_eq!(table.remove(&before), Some(entry(0, now)));
+        assert!(table.slots[last - 1].is_none());
+        assert_eq!(table.get(&wrapped[0]), Some(&entry(1, now)));
+        assert_eq!(table.get(&wrapped[1]), Some(&entry(2, now)));
         assert_consistent(&table);
     }
 

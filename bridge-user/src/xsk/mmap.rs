@@ -40,7 +40,12 @@ impl Mmap {
         // Fault it all in now rather than on the first frames (MAP_POPULATE would have done
         // so before the advice). Kernels before 5.14 lack this and fault pages on first use.
         // SAFETY: populating changes no contents: the pages are zero either way.
-        let _ = unsafe { libc::madvise(ptr, len, libc::MADV_POPULATE_WRITE) };
+        if unsafe { libc::madvise(ptr, len, libc::MADV_POPULATE_WRITE) } != 0 {
+            tracing::debug!(
+                error = %io::Error::last_os_error(),
+                "MADV_POPULATE_WRITE: pages fault on first use"
+            );
+        }
         Ok(map)
     }
 

@@ -58,15 +58,20 @@ impl<S: BuildHasher> Table<S> {
         hash & (self.slots.len() - 1)
     }
 
-    fn find(&self, key: &FdbKey) -> Option<usize> {
+    /// Where `key` is (`Ok`), or the free slot that ends its probe, where it would go (`Err`).
+    fn probe(&self, key: &FdbKey) -> Result<usize, usize> {
         let mut i = self.home(key);
         loop {
             match &self.slots[i] {
-                None => return None,
-                Some((k, _)) if k == key => return Some(i),
+                None => return Err(i),
+                Some((k, _)) if k == key => return Ok(i),
                 Some(_) => i = self.next(i),
             }
         }
+    }
+
+    fn find(&self, key: &FdbKey) -> Option<usize> {
+        self.probe(key).ok()
     }
 
     /// Starts loading the cache lines a lookup of `key` will most likely read: its home slot's
@@ -89,13 +94,20 @@ impl<S: BuildHasher> Table<S> {
 
     /// Adds or replaces `key`'s entry; returns the one replaced.
     pub(super) fn insert(&mut self, key: FdbKey, entry: FdbEntry) -> Option<FdbEntry> {
-        if let Some(e) = self.get_mut(&key) {
-            return Some(std::mem::replace(e, entry));
-        }
+        let free = match self.probe(&key) {
+            Ok(i) => {
+                return self.slots[i]
+                    .as_mut()
+                    .map(|(_, e)| std::mem::replace(e, entry))
+            }
+            Err(free) => free,
+        };
         if slots_for(self.len + 1) > self.slots.len() {
             self.grow();
+            self.place(key, entry);
+        } else {
+            self.slots[free] = Some((key, entry));
         }
-        self.place(key, entry);
         self.len += 1;
         None
     }

@@ -289,6 +289,8 @@ struct RateOutcome {
     gen: GenReport,
     sinks: Vec<SinkReport>,
     cpu_pct: Option<f64>,
+    /// What the counters say was lost during the run, by reason (`Dut::losses`).
+    dut_losses: Vec<(String, u64)>,
 }
 
 impl RateOutcome {
@@ -317,8 +319,13 @@ impl RateOutcome {
             .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.0}%"));
         // Frames the sinks' own rings had no room for: lost at the receiver, not the device.
         let sink_drops: u64 = self.sinks.iter().map(|s| s.ring_drops).sum();
+        let mut dut_losses = String::new();
+        for (i, (reason, n)) in self.dut_losses.iter().enumerate() {
+            dut_losses += if i == 0 { "; counted: " } else { ", " };
+            dut_losses += &format!("{n} {reason}");
+        }
         format!(
-            "sent {:.0} kpps ({} frames), loss {:.2}% (sink ring drops {sink_drops}), one-way p50 {:.0} us p99 {:.0} us, fwd CPU {cpu}",
+            "sent {:.0} kpps ({} frames), loss {:.2}% (sink ring drops {sink_drops}{dut_losses}), one-way p50 {:.0} us p99 {:.0} us, fwd CPU {cpu}",
             self.gen.pps / 1000.0,
             self.gen.frames_sent,
             self.loss_pct(),
@@ -448,6 +455,7 @@ fn rate_test(
         g.extend(["--count".to_owned(), n.to_string()]);
     }
     let pid = dut.pid();
+    let losses0 = dut.losses(topo);
     let cpu0 = pid.and_then(|p| topo::cpu_seconds(p).ok());
     let t0 = Instant::now();
     let out = topo::run(ctx.log, &g)?;
@@ -466,10 +474,13 @@ fn rate_test(
         (Some(a), Some(b)) => Some((b - a) / wall * 100.0),
         _ => None,
     };
+    // After the sinks: frames still in flight when the generator stopped are counted.
+    let dut_losses = topo::losses_between(&losses0, &dut.losses(topo));
     Ok(RateOutcome {
         gen,
         sinks: reports,
         cpu_pct,
+        dut_losses,
     })
 }
 
@@ -1089,9 +1100,6 @@ fn bench_dut(
                 Err(e) => note(res, "64K MACs", &e),
             }
         }
-    }
-    if let Some(j) = dut.interfaces_json() {
-        std::fs::write(workdir.join("interfaces.json"), j)?;
     }
     // Flooding to 8 ports needs 9 clients: a second, bigger topology for that scenario only,
     // so that every other scenario (flood4 included) keeps the 5-port fan-out.

@@ -115,6 +115,28 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// Frames the node side's veth ends dropped so far on their way out to the clients (a
+    /// client's queue full), over all client ports: loss in the kernel after any device.
+    /// Not their receive drops: a veth counts there every frame its XDP program failed to
+    /// deliver, which vwire counts by reason itself.
+    #[must_use]
+    pub fn port_tx_drops(&self) -> Option<u64> {
+        let out = Command::new("ip")
+            .args(["-n", &self.node, "-s", "-j", "link", "show"])
+            .output()
+            .ok()?;
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let mut drops = 0;
+        for link in links.as_array()? {
+            let name = link.get("ifname")?.as_str()?;
+            if self.clients.iter().any(|c| c.port == name) {
+                let stats = link.get("stats64")?;
+                drops += stats.get("tx")?.get("dropped")?.as_u64()?;
+            }
+        }
+        Some(drops)
+    }
+
     /// Creates the node namespace and `n` clients, with names starting with `prefix`.
     pub fn create(prefix: &str, n: usize, log: &CmdLog) -> anyhow::Result<Self> {
         let node = format!("{prefix}-node");
@@ -489,9 +511,26 @@ impl Dut {
         .map(drop)
     }
 
-    /// The control socket's `show interfaces --json`, for the report.
+    /// Frames lost so far, by reason: vwire's own counters summed over its ports (empty for
+    /// other devices), and the ports' transmit drops as `port_tx_dropped`. Diffed around a
+    /// measurement, they say where a row's loss happened.
     #[must_use]
-    pub fn interfaces_json(&self) -> Option<String> {
+    pub fn losses(&self, topo: &Topology) -> Losses {
+        let mut losses = match self.kind {
+            DutKind::Vwire { .. } => self
+                .interfaces_json()
+                .and_then(|j| vwire_losses(&j))
+                .unwrap_or_default(),
+            _ => Losses::new(),
+        };
+        if let Some(n) = topo.port_tx_drops() {
+            losses.insert("port_tx_dropped".to_owned(), n);
+        }
+        losses
+    }
+
+    /// The control socket's `show interfaces --json`.
+    fn interfaces_json(&self) -> Option<String> {
         let DutKind::Vwire { bin } = &self.kind else {
             return None;
         };
@@ -504,6 +543,57 @@ impl Dut {
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
+
+/// Loss counters by reason (`rx_fill_ring_empty`, `tx_ring_full`, ...), zeros left out.
+pub type Losses = std::collections::BTreeMap<String, u64>;
+
+/// Sums the counters of frames lost in `show interfaces --json` over all ports: the
+/// forwarder's drops by reason, the kernel's AF_XDP socket drops and the XDP program's failed
+/// redirects.
+fn vwire_losses(json: &str) -> Option<Losses> {
+    let status: serde_json::Value = serde_json::from_str(json).ok()?;
+    let mut sums = Losses::new();
+    for port in status.get("interfaces")?.as_array()? {
+        let mut add = |name: &str, n: u64| {
+            if n > 0 {
+                *sums.entry(name.to_owned()).or_default() += n;
+            }
+        };
+        for (reason, n) in port.get("drops")?.as_object()? {
+            add(reason, n.as_u64()?);
+        }
+        let kernel = |name: &str| port.get("kernel")?.get(name)?.as_u64();
+        // The kernel counts a frame it found no fill ring slot for in `rx_dropped` as well.
+        let fill_empty = kernel("rx_fill_ring_empty_descs")?;
+        add("rx_fill_ring_empty", fill_empty);
+        add(
+            "rx_dropped_other",
+            kernel("rx_dropped")?.saturating_sub(fill_empty),
+        );
+        for name in ["rx_ring_full", "rx_invalid_descs", "tx_invalid_descs"] {
+            add(name, kernel(name)?);
+        }
+        add("xdp_aborted", port.get("xdp")?.get("aborted")?.as_u64()?);
+    }
+    Some(sums)
+}
+
+/// What grew from `before` to `after`, as `reason count` pairs, largest first.
+#[must_use]
+pub fn losses_between(before: &Losses, after: &Losses) -> Vec<(String, u64)> {
+    let mut grown: Vec<(String, u64)> = after
+        .iter()
+        .map(|(k, &n)| {
+            (
+                k.clone(),
+                n.saturating_sub(before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    grown.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    grown
 }
 
 impl Drop for Dut {
@@ -735,4 +825,60 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
         reason = "clock ticks per second is small"
     )]
     Ok((utime + stime) / tck.max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{losses_between, vwire_losses};
+
+    /// Two ports as `vwire show interfaces --json` prints them, trimmed to what matters.
+    const STATUS: &str = r#"{"interfaces": [
+        {"name": "a", "rx_frames": 100, "drops": {"runt": 2, "tx_ring_full": 0},
+         "xdp": {"redirected": 90, "passed": 3, "aborted": 1},
+         "kernel": {"rx_dropped": 9, "rx_ring_full": 4, "rx_fill_ring_empty_descs": 7,
+                    "rx_invalid_descs": 0, "tx_invalid_descs": 0, "tx_ring_empty_descs": 50}},
+        {"name": "b", "rx_frames": 5, "drops": {"runt": 1, "tx_ring_full": 6},
+         "xdp": {"redirected": 5, "passed": 0, "aborted": 0},
+         "kernel": {"rx_dropped": 3, "rx_ring_full": 0, "rx_fill_ring_empty_descs": 3,
+                    "rx_invalid_descs": 0, "tx_invalid_descs": 0, "tx_ring_empty_descs": 9}}
+    ], "umem": {"frames": 10}, "fdb_entries": 2}"#;
+
+    #[test]
+    fn losses_sum_ports_and_leave_out_what_is_not_a_loss() {
+        let l = vwire_losses(STATUS).unwrap();
+        let got: Vec<(&str, u64)> = l.iter().map(|(k, &n)| (k.as_str(), n)).collect();
+        // Not `passed` (the kernel got those frames), not `tx_ring_empty` (an idle ring), and
+        // a frame without a fill slot once although the kernel counts it twice.
+        assert_eq!(
+            got,
+            [
+                ("runt", 3),
+                ("rx_dropped_other", 2),
+                ("rx_fill_ring_empty", 10),
+                ("rx_ring_full", 4),
+                ("tx_ring_full", 6),
+                ("xdp_aborted", 1)
+            ]
+        );
+        assert_eq!(vwire_losses("not json"), None);
+        assert_eq!(vwire_losses(r#"{"interfaces": [{"name": "a"}]}"#), None);
+    }
+
+    #[test]
+    fn losses_between_lists_growth_largest_first() {
+        let before = vwire_losses(STATUS).unwrap();
+        let mut after = before.clone();
+        *after.get_mut("runt").unwrap() += 1;
+        *after.get_mut("rx_fill_ring_empty").unwrap() += 500;
+        after.insert("mtu_exceeded".to_owned(), 2);
+        assert_eq!(
+            losses_between(&before, &after),
+            [
+                ("rx_fill_ring_empty".to_owned(), 500),
+                ("mtu_exceeded".to_owned(), 2),
+                ("runt".to_owned(), 1)
+            ]
+        );
+        assert!(losses_between(&after, &after).is_empty());
+    }
 }

@@ -32,13 +32,14 @@ impl Default for SocketConfig {
 /// Counters the kernel keeps per socket (`struct xdp_statistics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SocketStats {
-    /// Dropped for other reasons (e.g. a frame larger than a UMEM frame).
+    /// Dropped, for any reason: a frame larger than a UMEM frame, and in copy mode also each
+    /// frame counted in `rx_fill_ring_empty_descs`.
     pub rx_dropped: u64,
     pub rx_invalid_descs: u64,
     pub tx_invalid_descs: u64,
     /// Dropped because the rx ring was full: the forwarder fell behind.
     pub rx_ring_full: u64,
-    /// Times the fill ring was empty when a frame arrived.
+    /// Times the fill ring was empty when a frame arrived (in copy mode, the frame is dropped).
     pub rx_fill_ring_empty_descs: u64,
     pub tx_ring_empty_descs: u64,
 }

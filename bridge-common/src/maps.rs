@@ -40,6 +40,19 @@ pub const MAX_QUEUES_PER_PORT: u32 = 16;
 /// Entries in [`XSKS`].
 pub const XSKS_ENTRIES: u32 = MAX_PORTS * MAX_QUEUES_PER_PORT;
 
+/// Name of the `CpuMap` of up to [`HANDOFF_CPUS`] entries (the daemon sizes it to the
+/// kernel's possible CPUs): under load, a TCP segment with data that the fast path may carry
+/// is queued to another CPU, whose kernel thread runs `vwire_handoff` (a second XDP
+/// program) on it, and that sends it to its egress port. The receiver's stack then runs
+/// there, beside the sender's on the arriving CPU, with one copy instead of the forwarder's
+/// three.
+pub const CPU_HANDOFF: &str = "CPU_HANDOFF";
+/// Name of the `Array<u32>` of [`HANDOFF_CPUS`] entries: for each CPU, one more than the CPU
+/// its TCP segments are handed to under load; 0 (as the array starts) for none.
+pub const HANDOFF_TARGET: &str = "HANDOFF_TARGET";
+/// CPUs the handoff covers at most; on CPUs beyond, segments go through the forwarder.
+pub const HANDOFF_CPUS: u32 = 256;
+
 /// Name of the one-entry `PerCpuArray<CpuLoad>`: how many frames this CPU's XDP program saw
 /// in its current window.
 pub const CPU_LOAD: &str = "CPU_LOAD";
@@ -86,9 +99,14 @@ pub struct XdpPortStats {
     /// Frames the fast path sent out of this port.
     pub fast_tx_frames: u64,
     pub fast_tx_bytes: u64,
+    /// Of `fast_rx_frames`, TCP segments handed to another CPU under load ([`CPU_HANDOFF`]).
+    pub handed_off: u64,
+    /// Of those, segments dropped on the other CPU: the fast path no longer carried them
+    /// (a station or port changed while they were queued).
+    pub handoff_dropped: u64,
 }
 
-const _: () = assert!(size_of::<XdpPortStats>() == 56);
+const _: () = assert!(size_of::<XdpPortStats>() == 72);
 
 /// A port's part in the fast path: frames go directly between ports of the same nonzero
 /// `segment` (one bridge domain and VLAN, untagged on both wires), up to `max_frame` bytes.

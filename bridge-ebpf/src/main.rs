@@ -12,7 +12,10 @@
 //! the forwarder learns, floods, completes checksums and counts drops. So do
 //! all frames while any CPU is busy (`FAST_PATH_BUSY_FRAMES`): inline forwarding runs the
 //! receiver's whole stack on the arriving CPU, and under load the forwarder spreads that work
-//! over a second one.
+//! over a second one. But for TCP segments that carry data, when the daemon set up
+//! `CPU_HANDOFF`: they are queued to another CPU, where `vwire_handoff` sends them on, and
+//! the receiver's stack runs there, with one copy of each segment instead of the
+//! forwarder's three.
 //!
 //! - No slot for the interface, or no socket for the queue: `XDP_PASS`, so the kernel keeps
 //!   working (and a misconfiguration shows in the `passed` counter instead of as silence).
@@ -24,13 +27,13 @@ use aya_ebpf::{
     bindings::{xdp_action, BPF_F_MMAPABLE},
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns},
     macros::{map, xdp},
-    maps::{Array, DevMap, HashMap, PerCpuArray, XskMap},
+    maps::{Array, CpuMap, DevMap, HashMap, PerCpuArray, XskMap},
     programs::XdpContext,
 };
 use bridge_common::{
     maps::{
         xsk_index, CpuLoad, FastEntry, FastKey, FastPort, XdpPortStats, FAST_FDB_ENTRIES,
-        FAST_PATH_BUSY_FRAMES, FAST_PATH_WINDOW_NS, MAX_PORTS, MAX_QUEUES_PER_PORT,
+        FAST_PATH_BUSY_FRAMES, FAST_PATH_WINDOW_NS, HANDOFF_CPUS, MAX_PORTS, MAX_QUEUES_PER_PORT,
         WAKE_CPU_ENTRIES, XSKS_ENTRIES,
     },
     wire::{
@@ -60,6 +63,12 @@ static FAST_USED: Array<u32> = Array::with_max_entries(FAST_FDB_ENTRIES, BPF_F_M
 #[map(name = "PORT_DEVS")]
 static PORT_DEVS: DevMap = DevMap::with_max_entries(MAX_PORTS, 0);
 
+#[map(name = "CPU_HANDOFF")]
+static CPU_HANDOFF: CpuMap = CpuMap::with_max_entries(HANDOFF_CPUS, 0);
+
+#[map(name = "HANDOFF_TARGET")]
+static HANDOFF_TARGET: Array<u32> = Array::with_max_entries(HANDOFF_CPUS, 0);
+
 #[map(name = "CPU_LOAD")]
 static CPU_LOAD: PerCpuArray<CpuLoad> = PerCpuArray::with_max_entries(1, 0);
 
@@ -77,11 +86,10 @@ pub fn vwire_steer(ctx: XdpContext) -> u32 {
 /// `Err` means "not ours": the caller passes the frame to the kernel.
 #[inline(always)]
 fn try_vwire_steer(ctx: &XdpContext) -> Result<u32, ()> {
+    let slot = port_slot(ctx).ok_or(())?;
     // SAFETY: `ctx.ctx` is the `xdp_md` the kernel handed this program; reading its scalar
     // fields is always allowed by the verifier.
-    let (ifindex, queue) = unsafe { ((*ctx.ctx).ingress_ifindex, (*ctx.ctx).rx_queue_index) };
-    // SAFETY: the value is a plain u32 copied out before any other map operation.
-    let slot = unsafe { PORT_SLOTS.get(&ifindex) }.copied().ok_or(())?;
+    let queue = unsafe { (*ctx.ctx).rx_queue_index };
     let stats = XDP_STATS.get_ptr_mut(slot).ok_or(())?;
     if let Some(action) = fast_forward(ctx, slot, stats) {
         return Ok(action);
@@ -107,6 +115,16 @@ fn try_vwire_steer(ctx: &XdpContext) -> Result<u32, ()> {
     }
 }
 
+/// The slot of the port the frame arrived on; `None` for an interface that is not a port.
+#[inline(always)]
+fn port_slot(ctx: &XdpContext) -> Option<u32> {
+    // SAFETY: `ctx.ctx` is the `xdp_md` the kernel handed this program; reading its scalar
+    // fields is always allowed by the verifier.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    // SAFETY: the value is a plain u32 copied out before any other map operation.
+    unsafe { PORT_SLOTS.get(&ifindex) }.copied()
+}
+
 /// Redirects the frame to its egress port if the fast path may carry it (see the module
 /// comment); `None` sends it on to the forwarder.
 #[inline(always)]
@@ -117,9 +135,8 @@ fn fast_forward(ctx: &XdpContext, slot: u32, stats: *mut XdpPortStats) -> Option
     }
     // SAFETY: a helper without arguments or side effects.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if cpu_is_busy(now) {
-        return None;
-    }
+    // Every frame of the port counts towards the load, whichever path it takes.
+    let busy = cpu_is_busy(now);
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + ETHERNET_HEADER_LEN > end {
         return None;
@@ -131,6 +148,12 @@ fn fast_forward(ctx: &XdpContext, slot: u32, stats: *mut XdpPortStats) -> Option
     if h[0] & 1 != 0 || ethertype == TPID_8021Q || ethertype == TPID_8021AD {
         return None;
     }
+    // Under load, only a TCP segment to hand to another CPU goes on; `Some(cpu)`.
+    let handoff = if busy {
+        Some(handoff_cpu(start, end, ethertype)?)
+    } else {
+        None
+    };
     if has_partial_checksum(start, end, ethertype) {
         return None;
     }
@@ -141,26 +164,135 @@ fn fast_forward(ctx: &XdpContext, slot: u32, stats: *mut XdpPortStats) -> Option
     if source.slot != slot {
         return None;
     }
-    // SAFETY: as above.
+    let len = (end - start) as u64;
+    let egress = fast_egress(segment, slot, dst, len)?;
+    let action = match handoff {
+        Some(cpu) => CPU_HANDOFF.redirect(cpu, 0).ok()?,
+        None => PORT_DEVS.redirect(egress, 0).ok()?,
+    };
+    note_used(source.used_index, now);
+    // SAFETY: per-CPU slot of this CPU; nothing else writes it while this program runs.
+    unsafe {
+        (*stats).fast_rx_frames += 1;
+        (*stats).fast_rx_bytes += len;
+        if handoff.is_some() {
+            (*stats).handed_off += 1;
+        }
+    }
+    // A handed-off frame counts as sent once `vwire_handoff` has sent it.
+    if handoff.is_none() {
+        count_fast_tx(egress, len);
+    }
+    Some(action)
+}
+
+/// The port a frame from the port in `slot` to `dst` goes straight to: the destination is
+/// learned on another port of the same segment, whose MTU the frame fits.
+#[inline(always)]
+fn fast_egress(segment: u32, slot: u32, dst: [u8; 6], len: u64) -> Option<u32> {
+    // SAFETY: a plain value copied out at once.
     let egress = unsafe { FAST_FDB.get(&FastKey::new(segment, dst)) }
         .copied()?
         .slot;
     let out = FAST_PORTS.get(egress)?;
-    let len = (end - start) as u64;
     if egress == slot || out.segment != segment || len > u64::from(out.max_frame) {
         return None;
     }
-    let action = PORT_DEVS.redirect(egress, 0).ok()?;
-    note_used(source.used_index, now);
-    // SAFETY: per-CPU slots of this CPU; nothing else writes them while this program runs.
-    unsafe {
-        (*stats).fast_rx_frames += 1;
-        (*stats).fast_rx_bytes += len;
-        if let Some(tx) = XDP_STATS.get_ptr_mut(egress) {
+    Some(egress)
+}
+
+#[inline(always)]
+fn count_fast_tx(egress: u32, len: u64) {
+    if let Some(tx) = XDP_STATS.get_ptr_mut(egress) {
+        // SAFETY: per-CPU slot of this CPU; nothing else writes it while this program runs.
+        unsafe {
             (*tx).fast_tx_frames += 1;
             (*tx).fast_tx_bytes += len;
         }
     }
+}
+
+/// The CPU to hand this frame to under load: an untagged TCP segment over IPv4 or IPv6 that
+/// carries data, from a CPU the daemon gave a target; `None` otherwise (the frame goes to the
+/// forwarder). Pure ACKs stay with the forwarder: handed over, a stream's ACKs would run its
+/// sender's stack on the receiver's CPU.
+#[inline(always)]
+fn handoff_cpu(start: usize, end: usize, ethertype: u16) -> Option<u32> {
+    let l3 = start + ETHERNET_HEADER_LEN;
+    let (l4, protocol, l4_len) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            if l3 + 20 > end {
+                return None;
+            }
+            // SAFETY: the 20 bytes of the header lie before `data_end` (checked above).
+            let ip = unsafe { &*(l3 as *const [u8; 20]) };
+            let header = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            (l3 + header, ip[9], total.checked_sub(header)?)
+        }
+        ETHERTYPE_IPV6 => {
+            if l3 + 40 > end {
+                return None;
+            }
+            // SAFETY: the 40 bytes of the header lie before `data_end` (checked above).
+            let ip = unsafe { &*(l3 as *const [u8; 40]) };
+            (
+                l3 + 40,
+                ip[6],
+                usize::from(u16::from_be_bytes([ip[4], ip[5]])),
+            )
+        }
+        _ => return None,
+    };
+    if protocol != IPPROTO_TCP || l4 + 13 > end {
+        return None;
+    }
+    // SAFETY: the TCP header's first 13 bytes lie before `data_end` (checked above).
+    let tcp = unsafe { &*(l4 as *const [u8; 13]) };
+    let tcp_header = usize::from(tcp[12] >> 4) * 4;
+    if l4_len <= tcp_header {
+        return None;
+    }
+    // SAFETY: a helper without arguments or side effects.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    HANDOFF_TARGET.get(cpu)?.checked_sub(1)
+}
+
+/// Runs in the kernel thread of the CPU a TCP segment was handed to (`CPU_HANDOFF`): sends it
+/// to its egress port, after the same tests `fast_forward` made on the arriving CPU, since
+/// the fast path's ports and stations may have changed while it was queued. A segment that
+/// no longer passes is dropped and counted as `handoff_dropped` (its sender retransmits):
+/// from here it cannot go to the forwarder, whose sockets' rx rings take frames from one
+/// producer, the arriving CPU.
+#[xdp(map = "cpumap")]
+pub fn vwire_handoff(ctx: XdpContext) -> u32 {
+    let Some(slot) = port_slot(&ctx) else {
+        return xdp_action::XDP_DROP;
+    };
+    if let Some(action) = handoff_redirect(&ctx, slot) {
+        return action;
+    }
+    if let Some(stats) = XDP_STATS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot of this CPU; nothing else writes it while this program runs.
+        unsafe { (*stats).handoff_dropped += 1 };
+    }
+    xdp_action::XDP_DROP
+}
+
+#[inline(always)]
+fn handoff_redirect(ctx: &XdpContext, slot: u32) -> Option<u32> {
+    let segment = FAST_PORTS.get(slot)?.segment;
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if segment == 0 || start + ETHERNET_HEADER_LEN > end {
+        return None;
+    }
+    // SAFETY: the header's 14 bytes lie before `data_end` (checked above).
+    let h = unsafe { &*(start as *const [u8; ETHERNET_HEADER_LEN]) };
+    let dst = [h[0], h[1], h[2], h[3], h[4], h[5]];
+    let len = (end - start) as u64;
+    let egress = fast_egress(segment, slot, dst, len)?;
+    let action = PORT_DEVS.redirect(egress, 0).ok()?;
+    count_fast_tx(egress, len);
     Some(action)
 }
 

@@ -11,6 +11,7 @@
 //! follow_wakeups = true         # optional: sleep on the CPU that will wake us (see `affinity`)
 //! tx_thread = true              # optional: a second thread transmits when busy (see `txhelper`)
 //! fast_path = true              # optional: XDP forwards known unicast between access ports (see `fastpath`)
+//! tcp_handoff = true            # optional: under load, the fast path hands TCP segments to another CPU
 //! metrics_listen = "127.0.0.1:9469"  # optional: Prometheus /metrics and /healthz
 //!
 //! [[bridge_domain]]
@@ -61,6 +62,7 @@ struct ConfigFile {
     follow_wakeups: Option<bool>,
     tx_thread: Option<bool>,
     fast_path: Option<bool>,
+    tcp_handoff: Option<bool>,
     metrics_listen: Option<String>,
     #[serde(default)]
     bridge_domain: Vec<DomainFile>,
@@ -110,6 +112,9 @@ pub struct BridgeConfig {
     pub tx_thread: bool,
     /// Let the XDP program forward known unicast between access ports itself (`fastpath`).
     pub fast_path: bool,
+    /// Under load, let the fast path queue TCP segments to another CPU, which sends them on,
+    /// instead of to the forwarder (`CPU_HANDOFF` in `bridge_common::maps`).
+    pub tcp_handoff: bool,
     /// Where to serve `/metrics` and `/healthz`; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub domains: Vec<DomainConfig>,
@@ -318,6 +323,7 @@ impl BridgeConfig {
             follow_wakeups: file.follow_wakeups.unwrap_or(true),
             tx_thread: file.tx_thread.unwrap_or(true),
             fast_path: file.fast_path.unwrap_or(true),
+            tcp_handoff: file.tcp_handoff.unwrap_or(true),
             metrics_listen,
             domains,
         })
@@ -343,7 +349,7 @@ mod tests {
         assert_eq!(c.frame_size, 2048);
         assert!(c.follow_wakeups);
         assert!(c.tx_thread);
-        assert!(c.fast_path);
+        assert!(c.fast_path && c.tcp_handoff);
         assert_eq!(
             c.domains,
             vec![DomainConfig {
@@ -362,7 +368,7 @@ mod tests {
     #[test]
     fn every_knob_is_read() {
         let c = BridgeConfig::from_toml(
-            "fdb_max_age_secs = 10\nfdb_max_entries = 5\numem_frames = 2048\nframe_size = 4096\nring_size = 256\nspin_us = 0\nfollow_wakeups = false\ntx_thread = false\nfast_path = false\n\
+            "fdb_max_age_secs = 10\nfdb_max_entries = 5\numem_frames = 2048\nframe_size = 4096\nring_size = 256\nspin_us = 0\nfollow_wakeups = false\ntx_thread = false\nfast_path = false\ntcp_handoff = false\n\
              [[bridge_domain]]\nname = \"x\"\nports = [\"a\"]\n[[bridge_domain]]\nname = \"y\"\nports = [\"b\"]\n",
         )
         .unwrap();
@@ -386,7 +392,7 @@ mod tests {
                 2
             )
         );
-        assert!(!c.follow_wakeups && !c.tx_thread && !c.fast_path);
+        assert!(!c.follow_wakeups && !c.tx_thread && !c.fast_path && !c.tcp_handoff);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::{
 };
 
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     config::BridgeConfig,
@@ -102,6 +102,18 @@ pub fn run(config: &BridgeConfig, socket_path: &Path) -> Result<(), DaemonError>
     );
     for domain in &config.domains {
         forwarder.ensure_domain(&domain.name);
+    }
+    if config.fast_path && config.tcp_handoff {
+        match loader.enable_tcp_handoff() {
+            Ok(pairs) if pairs.is_empty() => {
+                info!("one usable CPU: no TCP handoff; under load TCP goes through the forwarder");
+            }
+            Ok(pairs) => debug!(?pairs, "under load, TCP segments go to the next CPU"),
+            Err(e) => warn!(
+                error = %server::chain(&e),
+                "no TCP handoff; under load TCP goes through the forwarder"
+            ),
+        }
     }
     if config.fast_path {
         let enabled = loader

@@ -7,18 +7,22 @@
 use std::os::fd::RawFd;
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, XskMap},
+    maps::{Array, CpuMap, HashMap, MapData, PerCpuArray, XskMap},
     programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode},
-    Ebpf, EbpfError,
+    Ebpf, EbpfError, EbpfLoader,
 };
 use bridge_common::maps::{
-    xsk_index, XdpPortStats, FAST_FDB, FAST_FDB_ENTRIES, FAST_PORTS, FAST_USED,
-    MAX_QUEUES_PER_PORT, PORT_DEVS, PORT_SLOTS, XDP_STATS, XSKS,
+    xsk_index, XdpPortStats, CPU_HANDOFF, FAST_FDB, FAST_FDB_ENTRIES, FAST_PORTS, FAST_USED,
+    HANDOFF_CPUS, HANDOFF_TARGET, MAX_QUEUES_PER_PORT, PORT_DEVS, PORT_SLOTS, XDP_STATS, XSKS,
 };
 
 use crate::control::XdpRow;
 
 const PROGRAM: &str = "vwire_steer";
+/// The program a CPU's kernel thread runs on the TCP segments handed to it (`CPU_HANDOFF`).
+const HANDOFF_PROGRAM: &str = "vwire_handoff";
+/// Frames each CPU's handoff queue holds (the kernel's own samples use the same).
+const HANDOFF_QUEUE: u32 = 2048;
 
 /// Errors loading or attaching the XDP program.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +51,24 @@ pub enum LoaderError {
     PeerMtuTooLarge { port: String },
     #[error("port {port} has {queues} rx queues; at most {max} are supported")]
     TooManyQueues { port: String, queues: u32, max: u32 },
+    #[error("handing TCP segments to CPU {cpu}: {source}")]
+    Handoff {
+        cpu: u32,
+        #[source]
+        source: aya::maps::xdp::XdpMapError,
+    },
+    #[error("reading the CPUs this daemon may use: {0}")]
+    Cpus(String),
+    #[error("duplicating the handoff program's fd: {0}")]
+    ProgramFd(#[source] std::io::Error),
 }
 
 /// The loaded program and its maps.
 #[derive(Debug)]
 pub struct Loader {
     ebpf: Ebpf,
+    /// Entries of `CPU_HANDOFF`: the kernel's possible CPUs, at most `HANDOFF_CPUS`.
+    handoff_cpus: u32,
     /// The XDP link of each attached port, to detach it when the port is removed.
     links: std::collections::HashMap<String, (u32, XdpLinkId)>,
 }
@@ -63,21 +79,37 @@ impl Loader {
     /// # Errors
     /// The object does not load or the verifier rejects the program.
     pub fn load() -> Result<Self, LoaderError> {
-        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
-            env!("OUT_DIR"),
-            "/bridge"
-        )))
-        .map_err(LoaderError::Load)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
+        // A CPU map may not have more entries than the kernel has CPUs (`E2BIG`).
+        let handoff_cpus = aya::util::nr_cpus()
+            .ok()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1)
+            .clamp(1, HANDOFF_CPUS);
+        let ebpf = EbpfLoader::new()
+            .map_max_entries(CPU_HANDOFF, handoff_cpus)
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/bridge"
+            )))
+            .map_err(LoaderError::Load)?;
+        let mut loader = Self {
+            ebpf,
+            handoff_cpus,
+            links: std::collections::HashMap::new(),
+        };
+        loader.load_program(PROGRAM)?;
+        Ok(loader)
+    }
+
+    fn load_program(&mut self, name: &str) -> Result<&mut Xdp, LoaderError> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
             .expect("the embedded object has the program")
             .try_into()
             .map_err(LoaderError::Program)?;
         program.load().map_err(LoaderError::Program)?;
-        Ok(Self {
-            ebpf,
-            links: std::collections::HashMap::new(),
-        })
+        Ok(program)
     }
 
     /// Publishes a port's sockets (one per rx queue) under `slot`, then maps its interface
@@ -189,6 +221,55 @@ impl Loader {
         })
     }
 
+    /// Lets the XDP program hand TCP segments to another CPU under load (`CPU_HANDOFF` in
+    /// `bridge_common::maps`): loads `vwire_handoff`, gives each CPU the daemon may use (online
+    /// and in its affinity) a queue that runs it, and each one the next such CPU as its
+    /// target. Returns the (from, to) pairs; none with one CPU.
+    ///
+    /// # Errors
+    /// The program is rejected (kernels before 5.9 cannot chain one to a CPU map), a map
+    /// update fails (no target is then left set), or the CPUs cannot be read.
+    pub fn enable_tcp_handoff(&mut self) -> Result<Vec<(u32, u32)>, LoaderError> {
+        let online = aya::util::online_cpus()
+            .map_err(|(path, e)| LoaderError::Cpus(format!("{path}: {e}")))?;
+        let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))
+            .map_err(|e| LoaderError::Cpus(format!("sched_getaffinity: {e}")))?;
+        let usable: Vec<u32> = online
+            .into_iter()
+            .filter(|&c| c < self.handoff_cpus && allowed.is_set(c as usize).unwrap_or(false))
+            .collect();
+        let pairs = handoff_targets(&usable);
+        if pairs.is_empty() {
+            return Ok(pairs);
+        }
+        let fd = self
+            .load_program(HANDOFF_PROGRAM)?
+            .fd()
+            .map_err(LoaderError::Program)?
+            .try_clone()
+            .map_err(LoaderError::ProgramFd)?;
+        let mut queues: CpuMap<&mut MapData> = self.map_mut(CPU_HANDOFF)?;
+        for &(_, to) in &pairs {
+            queues
+                .set(to, HANDOFF_QUEUE, Some(&fd), 0)
+                .map_err(|source| LoaderError::Handoff { cpu: to, source })?;
+        }
+        // Targets last: the program finds a queue behind every target it reads.
+        let mut targets: Array<&mut MapData, u32> = self.map_mut(HANDOFF_TARGET)?;
+        for &(from, to) in &pairs {
+            if let Err(source) = targets.set(from, to + 1, 0) {
+                for &(set, _) in &pairs {
+                    let _ = targets.set(set, 0, 0);
+                }
+                return Err(LoaderError::Map {
+                    name: HANDOFF_TARGET,
+                    source,
+                });
+            }
+        }
+        Ok(pairs)
+    }
+
     /// Hands the fast path's maps to their keeper, the forwarder (see `fastpath`).
     ///
     /// # Errors
@@ -253,6 +334,8 @@ impl Loader {
                 row.fast_rx_bytes += s.fast_rx_bytes;
                 row.fast_tx_frames += s.fast_tx_frames;
                 row.fast_tx_bytes += s.fast_tx_bytes;
+                row.handed_off += s.handed_off;
+                row.handoff_dropped += s.handoff_dropped;
             }
         }
         row
@@ -290,6 +373,18 @@ impl Loader {
     }
 }
 
+/// Each CPU hands its TCP segments to the next one (the last to the first), so that the
+/// receiving half of a stream runs beside the sending half. Empty with fewer than two CPUs.
+fn handoff_targets(cpus: &[u32]) -> Vec<(u32, u32)> {
+    if cpus.len() < 2 {
+        return Vec::new();
+    }
+    cpus.iter()
+        .zip(cpus.iter().cycle().skip(1))
+        .map(|(&from, &to)| (from, to))
+        .collect()
+}
+
 /// Whether a driver-mode attach failed because the device has no native XDP: `EOPNOTSUPP`
 /// from bpf_link_create, or `EOPNOTSUPP`/`EINVAL` from the netlink attach aya falls back to
 /// on kernels without XDP links.
@@ -308,3 +403,16 @@ fn errno(e: &ProgramError) -> Option<i32> {
 /// The largest MTU the peer of a veth may have for XDP (without frags) to attach: a page
 /// less XDP headroom, `skb_shared_info` and the Ethernet header (`veth_xdp_set`).
 pub const VETH_XDP_MAX_MTU: u32 = 4096 - 256 - 320 - 14;
+
+#[cfg(test)]
+mod tests {
+    use super::handoff_targets;
+
+    #[test]
+    fn each_cpu_hands_off_to_the_next_online_one() {
+        assert_eq!(handoff_targets(&[0, 1]), [(0, 1), (1, 0)]);
+        assert_eq!(handoff_targets(&[0, 2, 3]), [(0, 2), (2, 3), (3, 0)]);
+        assert!(handoff_targets(&[0]).is_empty());
+        assert!(handoff_targets(&[]).is_empty());
+    }
+}

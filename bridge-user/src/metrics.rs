@@ -209,6 +209,7 @@ pub fn render_prometheus(status: &Status) -> String {
     );
     let mut drops = Vec::new();
     let mut xdp = Vec::new();
+    let mut handoff = Vec::new();
     let mut kernel = Vec::new();
     for r in &status.interfaces {
         let d = r.counters.drops;
@@ -236,6 +237,12 @@ pub fn render_prometheus(status: &Status) -> String {
         ] {
             xdp.push((format!("{{{},action=\"{action}\"}}", port(r)), n));
         }
+        for (result, n) in [
+            ("queued", r.xdp.handed_off),
+            ("dropped", r.xdp.handoff_dropped),
+        ] {
+            handoff.push((format!("{{{},result=\"{result}\"}}", port(r)), n));
+        }
         let k = r.kernel;
         for (reason, n) in [
             ("rx_dropped", k.rx_dropped),
@@ -258,6 +265,12 @@ pub fn render_prometheus(status: &Status) -> String {
         "counter",
         "Frames seen by the XDP program, by action.",
         &mut xdp.into_iter(),
+    );
+    family(
+        "vwire_port_tcp_handoff_frames_total",
+        "counter",
+        "TCP segments from the port that the fast path queued to another CPU under load, and of those the ones dropped there (their station or port changed while queued).",
+        &mut handoff.into_iter(),
     );
     family(
         "vwire_port_kernel_events_total",
@@ -351,6 +364,7 @@ mod tests {
                 xdp: XdpRow {
                     redirected: 8,
                     fast_rx_frames: 5,
+                    handed_off: 2,
                     ..Default::default()
                 },
                 kernel: Default::default(),
@@ -393,6 +407,10 @@ mod tests {
         );
         assert!(text.contains("vwire_tx_thread_kicks_total 3\n"), "{text}");
         assert!(text.contains("vwire_port_xdp_frames_total{port=\"vw-a\",domain=\"wire\",action=\"fast_forwarded\"} 5"), "{text}");
+        assert!(
+            text.contains("vwire_port_tcp_handoff_frames_total{port=\"vw-a\",domain=\"wire\",result=\"queued\"} 2"),
+            "{text}"
+        );
         assert!(
             text.contains("vwire_fast_path_table_full_total 0\n"),
             "{text}"

@@ -217,6 +217,10 @@ pub struct XdpRow {
     /// Frames the fast path sent out of this port (also in `tx_frames`).
     pub fast_tx_frames: u64,
     pub fast_tx_bytes: u64,
+    /// Of `fast_rx_frames`, TCP segments handed to another CPU under load (`tcp_handoff`).
+    pub handed_off: u64,
+    /// Of those, segments the other CPU dropped: their station or port changed while queued.
+    pub handoff_dropped: u64,
 }
 
 /// One port in `show interfaces`.

@@ -117,7 +117,7 @@ pub fn run(a: &GenArgs) -> anyhow::Result<GenReport> {
     };
     let tpl = frame::build(&spec)?;
     let len = tpl.bytes.len();
-    let len32 = u32::try_from(len)?;
+    let len16 = u16::try_from(len)?;
     if let Some(cpu) = a.cpu {
         crate::ring::pin_cpu(cpu)?;
     }
@@ -174,7 +174,7 @@ pub fn run(a: &GenArgs) -> anyhow::Result<GenReport> {
                 dst_macs.write(&mut f[frame::DST_MAC_OFF..], sent);
                 frame::stamp(f, tpl.stamp_off, sent as u32, frame::mono_ns());
             }
-            ring.tx_commit(len32);
+            ring.tx_commit(len16);
             filled += 1;
             sent += 1;
         }

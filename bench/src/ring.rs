@@ -23,8 +23,16 @@ const TX_SLOT_SIZE: u32 = 2048;
 /// its ring spans 32 MiB, and reaching each slot's header was the costliest step of the
 /// capture (`packet_lookup_frame`).
 const RX_SLOT_SIZE: u32 = 256;
-/// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: where TX frame data starts in a slot.
+/// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: where TX data starts in a slot.
 const TX_DATA_OFF: usize = 32;
+/// `sizeof(struct virtio_net_hdr)`: TX data starts with one (`PACKET_VNET_HDR`), the frame
+/// follows it.
+const VNET_HDR_LEN: usize = 10;
+/// Offset of the virtio header's `hdr_len` (little endian), how much of the frame the kernel
+/// copies into the skb's linear part.
+const VNET_HDR_LEN_OFF: usize = 2;
+/// Where a TX slot's frame starts.
+const TX_FRAME_OFF: usize = TX_DATA_OFF + VNET_HDR_LEN;
 
 fn last_err(what: &str) -> anyhow::Error {
     anyhow::Error::new(io::Error::last_os_error()).context(what.to_owned())
@@ -133,6 +141,19 @@ impl PacketRing {
                 &one,
                 "PACKET_LOSS",
             )?;
+            // A virtio header in front of each frame, whose `hdr_len` asks the kernel to copy
+            // the whole frame into the skb (see `tx_commit`). Without it the ring sends the
+            // frame past its Ethernet header as a page fragment that points into the ring,
+            // and a veth must copy that into a new page before it can pass the skb on
+            // (`skb_copy_ubufs`): a page allocated, copied and freed per frame that traffic
+            // from a socket, whose skbs are linear, never costs.
+            setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                libc::PACKET_VNET_HDR,
+                &one,
+                "PACKET_VNET_HDR",
+            )?;
             let sndbuf: libc::c_int = 4 << 20;
             let _ = setsockopt(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf, "SO_SNDBUF");
         }
@@ -218,7 +239,7 @@ impl PacketRing {
         unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*self.hdr(i)).tp_status)) }
     }
 
-    /// TX: the next free slot's data area, or `None` if the kernel still owns it.
+    /// TX: the next free slot's frame area, or `None` if the kernel still owns it.
     pub fn tx_slot(&mut self) -> Option<&mut [u8]> {
         let st = self.status(self.next).load(Ordering::Acquire);
         if st & (libc::TP_STATUS_SEND_REQUEST | libc::TP_STATUS_SENDING) != 0 {
@@ -230,19 +251,35 @@ impl PacketRing {
             std::slice::from_raw_parts_mut(
                 self.map
                     .as_ptr()
-                    .add(self.next as usize * self.slot_size as usize + TX_DATA_OFF),
-                self.slot_size as usize - TX_DATA_OFF,
+                    .add(self.next as usize * self.slot_size as usize + TX_FRAME_OFF),
+                self.slot_size as usize - TX_FRAME_OFF,
             )
         };
         Some(data)
     }
 
-    /// TX: hands the slot returned by [`Self::tx_slot`] to the kernel with `len` bytes.
-    pub fn tx_commit(&mut self, len: u32) {
+    /// TX: hands the slot returned by [`Self::tx_slot`] to the kernel with a frame of `len`
+    /// bytes.
+    pub fn tx_commit(&mut self, len: u16) {
         let i = self.next;
-        // SAFETY: the slot is still ours; `tp_len` is a plain field the kernel reads only after
-        // it sees SEND_REQUEST, which the release store below publishes.
-        unsafe { (*self.hdr(i)).tp_len = len };
+        let mut vnet = [0u8; VNET_HDR_LEN];
+        vnet[VNET_HDR_LEN_OFF..VNET_HDR_LEN_OFF + 2].copy_from_slice(&len.to_le_bytes());
+        // SAFETY: the slot is still ours; its header, `tp_len` included, and the virtio header
+        // in front of the frame lie inside it, and the kernel reads them only after it sees
+        // SEND_REQUEST, which the release store below publishes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                vnet.as_ptr(),
+                self.map
+                    .as_ptr()
+                    .add(i as usize * self.slot_size as usize + TX_DATA_OFF),
+                VNET_HDR_LEN,
+            );
+            #[allow(clippy::cast_possible_truncation, reason = "VNET_HDR_LEN is 10")]
+            {
+                (*self.hdr(i)).tp_len = u32::from(len) + VNET_HDR_LEN as u32;
+            }
+        }
         self.status(i)
             .store(libc::TP_STATUS_SEND_REQUEST, Ordering::Release);
         self.next = (i + 1) % self.slots;

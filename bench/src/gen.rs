@@ -1,4 +1,5 @@
-//! `vwire-bench gen`: sends test frames through a `PACKET_TX_RING` with `PACKET_QDISC_BYPASS`.
+//! `vwire-bench gen`: sends test frames through a `PACKET_TX_RING` with `PACKET_QDISC_BYPASS`,
+//! each behind a virtio header so the kernel builds a linear skb (see `ring`).
 //!
 //! One thread fills ring slots from a template (patching source port, source MAC, sequence
 //! number and timestamp per frame) and flushes them with one `send(2)` per batch; the kernel

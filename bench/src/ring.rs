@@ -222,15 +222,19 @@ impl PacketRing {
         self.slots
     }
 
-    fn hdr(&self, i: u32) -> *mut libc::tpacket2_hdr {
-        debug_assert!(i < self.slots);
-        // SAFETY: `i < slots`, so the offset stays inside the mapping.
+    /// Where byte `off` of slot `i` lies in the mapping.
+    fn slot_at(&self, i: u32, off: usize) -> *mut u8 {
+        debug_assert!(i < self.slots && off < self.slot_size as usize);
+        // SAFETY: `i < slots` and `off < slot_size`, so the offset stays inside the mapping.
         unsafe {
             self.map
                 .as_ptr()
-                .add(i as usize * self.slot_size as usize)
-                .cast()
+                .add(i as usize * self.slot_size as usize + off)
         }
+    }
+
+    fn hdr(&self, i: u32) -> *mut libc::tpacket2_hdr {
+        self.slot_at(i, 0).cast()
     }
 
     fn status(&self, i: u32) -> &AtomicU32 {
@@ -249,9 +253,7 @@ impl PacketRing {
         // lies within the slot.
         let data = unsafe {
             std::slice::from_raw_parts_mut(
-                self.map
-                    .as_ptr()
-                    .add(self.next as usize * self.slot_size as usize + TX_FRAME_OFF),
+                self.slot_at(self.next, TX_FRAME_OFF),
                 self.slot_size as usize - TX_FRAME_OFF,
             )
         };
@@ -262,19 +264,13 @@ impl PacketRing {
     /// bytes.
     pub fn tx_commit(&mut self, len: u16) {
         let i = self.next;
-        let mut vnet = [0u8; VNET_HDR_LEN];
-        vnet[VNET_HDR_LEN_OFF..VNET_HDR_LEN_OFF + 2].copy_from_slice(&len.to_le_bytes());
         // SAFETY: the slot is still ours; its header, `tp_len` included, and the virtio header
         // in front of the frame lie inside it, and the kernel reads them only after it sees
         // SEND_REQUEST, which the release store below publishes.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                vnet.as_ptr(),
-                self.map
-                    .as_ptr()
-                    .add(i as usize * self.slot_size as usize + TX_DATA_OFF),
-                VNET_HDR_LEN,
-            );
+            let vnet = std::slice::from_raw_parts_mut(self.slot_at(i, TX_DATA_OFF), VNET_HDR_LEN);
+            vnet.fill(0);
+            vnet[VNET_HDR_LEN_OFF..VNET_HDR_LEN_OFF + 2].copy_from_slice(&len.to_le_bytes());
             #[allow(clippy::cast_possible_truncation, reason = "VNET_HDR_LEN is 10")]
             {
                 (*self.hdr(i)).tp_len = u32::from(len) + VNET_HDR_LEN as u32;
@@ -327,12 +323,7 @@ impl PacketRing {
             let mac = usize::from((*hdr).tp_mac);
             let captured = ((*hdr).tp_snaplen as usize).min(self.slot_size as usize - mac);
             f(
-                std::slice::from_raw_parts(
-                    self.map
-                        .as_ptr()
-                        .add(i as usize * self.slot_size as usize + mac),
-                    captured,
-                ),
+                std::slice::from_raw_parts(self.slot_at(i, mac), captured),
                 (*hdr).tp_len,
             )
         };

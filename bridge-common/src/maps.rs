@@ -83,9 +83,11 @@ pub const fn xsk_index(slot: u32, queue: u32) -> u32 {
 
 /// Per-CPU counters the XDP program keeps for each port slot.
 ///
-/// `u64` fields only, so the layout has no padding (checked below).
+/// `u64` fields only, so the layout has no padding (checked below). The daemon's API shows
+/// them summed over CPUs ([`XdpPortStats::add`]), under the same names.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct XdpPortStats {
     /// Frames handed to the port's AF_XDP socket.
     pub redirected: u64,
@@ -107,6 +109,33 @@ pub struct XdpPortStats {
 }
 
 const _: () = assert!(size_of::<XdpPortStats>() == 72);
+
+impl XdpPortStats {
+    /// Adds `other`'s counters to these, as when summing a port's per-CPU copies. Destructured
+    /// in full, so a new counter cannot be left out of the sum.
+    pub fn add(&mut self, other: &Self) {
+        let Self {
+            redirected,
+            passed,
+            aborted,
+            fast_rx_frames,
+            fast_rx_bytes,
+            fast_tx_frames,
+            fast_tx_bytes,
+            handed_off,
+            handoff_dropped,
+        } = *other;
+        self.redirected += redirected;
+        self.passed += passed;
+        self.aborted += aborted;
+        self.fast_rx_frames += fast_rx_frames;
+        self.fast_rx_bytes += fast_rx_bytes;
+        self.fast_tx_frames += fast_tx_frames;
+        self.fast_tx_bytes += fast_tx_bytes;
+        self.handed_off += handed_off;
+        self.handoff_dropped += handoff_dropped;
+    }
+}
 
 /// A port's part in the fast path: frames go directly between ports of the same nonzero
 /// `segment` (one bridge domain and VLAN, untagged on both wires), up to `max_frame` bytes.
@@ -192,5 +221,36 @@ mod tests {
             xsk_index(MAX_PORTS - 1, MAX_QUEUES_PER_PORT - 1),
             XSKS_ENTRIES - 1
         );
+    }
+
+    #[test]
+    fn add_sums_every_counter() {
+        // Distinct powers of two per field, so a field added twice or into another shows.
+        let one = XdpPortStats {
+            redirected: 1,
+            passed: 2,
+            aborted: 4,
+            fast_rx_frames: 8,
+            fast_rx_bytes: 16,
+            fast_tx_frames: 32,
+            fast_tx_bytes: 64,
+            handed_off: 128,
+            handoff_dropped: 256,
+        };
+        let mut sum = XdpPortStats::default();
+        sum.add(&one);
+        sum.add(&one);
+        let doubled = XdpPortStats {
+            redirected: 2,
+            passed: 4,
+            aborted: 8,
+            fast_rx_frames: 16,
+            fast_rx_bytes: 32,
+            fast_tx_frames: 64,
+            fast_tx_bytes: 128,
+            handed_off: 256,
+            handoff_dropped: 512,
+        };
+        assert_eq!(sum, doubled);
     }
 }

@@ -16,8 +16,6 @@ use bridge_common::maps::{
     HANDOFF_CPUS, HANDOFF_TARGET, MAX_QUEUES_PER_PORT, PORT_DEVS, PORT_SLOTS, XDP_STATS, XSKS,
 };
 
-use crate::control::XdpRow;
-
 const PROGRAM: &str = "vwire_steer";
 /// The program a CPU's kernel thread runs on the TCP segments handed to it (`CPU_HANDOFF`).
 const HANDOFF_PROGRAM: &str = "vwire_handoff";
@@ -317,8 +315,8 @@ impl Loader {
 
     /// The XDP program's counters for `slot`, summed over CPUs; zeros if unreadable.
     #[must_use]
-    pub fn xdp_stats(&self, slot: u32) -> XdpRow {
-        let mut row = XdpRow::default();
+    pub fn xdp_stats(&self, slot: u32) -> XdpPortStats {
+        let mut row = XdpPortStats::default();
         let Some(map) = self.ebpf.map(XDP_STATS) else {
             return row;
         };
@@ -327,15 +325,7 @@ impl Loader {
         };
         if let Ok(per_cpu) = stats.get(&slot, 0) {
             for s in per_cpu.iter() {
-                row.redirected += s.redirected;
-                row.passed += s.passed;
-                row.aborted += s.aborted;
-                row.fast_rx_frames += s.fast_rx_frames;
-                row.fast_rx_bytes += s.fast_rx_bytes;
-                row.fast_tx_frames += s.fast_tx_frames;
-                row.fast_tx_bytes += s.fast_tx_bytes;
-                row.handed_off += s.handed_off;
-                row.handoff_dropped += s.handoff_dropped;
+                row.add(s);
             }
         }
         row

@@ -202,26 +202,9 @@ pub enum Response {
     Error(String),
 }
 
-/// Counters the XDP program keeps for a port (summed over CPUs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct XdpRow {
-    /// Frames steered into the port's AF_XDP sockets.
-    pub redirected: u64,
-    /// Frames passed to the kernel because no socket was bound for their queue.
-    pub passed: u64,
-    /// Frames whose redirect failed.
-    pub aborted: u64,
-    /// Frames the fast path took from this port straight to another (also in `rx_frames`).
-    pub fast_rx_frames: u64,
-    pub fast_rx_bytes: u64,
-    /// Frames the fast path sent out of this port (also in `tx_frames`).
-    pub fast_tx_frames: u64,
-    pub fast_tx_bytes: u64,
-    /// Of `fast_rx_frames`, TCP segments handed to another CPU under load (`tcp_handoff`).
-    pub handed_off: u64,
-    /// Of those, segments the other CPU dropped: their station or port changed while queued.
-    pub handoff_dropped: u64,
-}
+/// Counters the XDP program keeps for a port, summed over CPUs: the kernel's own layout, so
+/// a counter added there shows here too.
+pub type XdpRow = bridge_common::maps::XdpPortStats;
 
 /// One port in `show interfaces`.
 #[derive(Clone, Debug, Serialize)]

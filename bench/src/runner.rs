@@ -118,6 +118,13 @@ pub const SCENARIOS: &[Scenario] = &[
         higher_is_better: false,
     },
     Scenario {
+        key: "machine64",
+        label:
+            "whole machine's CPU per delivered frame, 64 B flat out (device, generator and sink)",
+        unit: "us",
+        higher_is_better: false,
+    },
+    Scenario {
         key: "ndr64",
         label: "64 B no-drop rate (binary search, loss <= 0.1%)",
         unit: "kpps",
@@ -289,6 +296,10 @@ struct RateOutcome {
     gen: GenReport,
     sinks: Vec<SinkReport>,
     cpu_pct: Option<f64>,
+    /// CPUs the whole machine kept busy while the generator ran: device, generator and sinks.
+    machine_cpus: Option<f64>,
+    /// How long the generator ran, seconds (start and teardown included).
+    wall_s: f64,
     /// What the counters say was lost during the run, by reason (`Dut::losses`).
     dut_losses: Vec<(String, u64)>,
 }
@@ -301,6 +312,17 @@ impl RateOutcome {
         #[allow(clippy::cast_precision_loss, reason = "reporting only")]
         let n = self.sinks.len().max(1) as f64;
         total / n / self.gen.duration_s.max(1e-9) / 1000.0
+    }
+
+    /// Microseconds of the whole machine's CPU per frame the sinks counted. With everything
+    /// on one host the tester is in it too, for every device alike; what it shows is what a
+    /// device's path costs per frame, whichever CPU runs it.
+    fn machine_us_per_frame(&self) -> Option<f64> {
+        #[allow(clippy::cast_precision_loss, reason = "reporting only")]
+        let delivered = self.sinks.iter().map(|s| s.frames as f64).sum::<f64>();
+        self.machine_cpus
+            .filter(|_| delivered > 0.0)
+            .map(|cpus| cpus * self.wall_s / delivered * 1e6)
     }
 
     fn loss_pct(&self) -> f64 {
@@ -317,6 +339,9 @@ impl RateOutcome {
         let cpu = self
             .cpu_pct
             .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.0}%"));
+        let machine = self
+            .machine_cpus
+            .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.2} CPUs"));
         // Frames the sinks' own rings had no room for: lost at the receiver, not the device.
         let sink_drops: u64 = self.sinks.iter().map(|s| s.ring_drops).sum();
         let mut dut_losses = String::new();
@@ -325,7 +350,7 @@ impl RateOutcome {
             dut_losses += &format!("{n} {reason}");
         }
         format!(
-            "sent {:.0} kpps ({} frames), loss {:.2}% (sink ring drops {sink_drops}{dut_losses}), one-way p50 {:.0} us p99 {:.0} us, fwd CPU {cpu}",
+            "sent {:.0} kpps ({} frames), loss {:.2}% (sink ring drops {sink_drops}{dut_losses}), one-way p50 {:.0} us p99 {:.0} us, fwd CPU {cpu}, machine busy {machine}",
             self.gen.pps / 1000.0,
             self.gen.frames_sent,
             self.loss_pct(),
@@ -457,9 +482,11 @@ fn rate_test(
     let pid = dut.pid();
     let losses0 = dut.losses(topo);
     let cpu0 = pid.and_then(|p| topo::cpu_seconds(p).ok());
+    let machine0 = topo::MachineCpu::now().ok();
     let t0 = Instant::now();
     let out = topo::run(ctx.log, &g)?;
     let wall = t0.elapsed().as_secs_f64();
+    let machine1 = topo::MachineCpu::now().ok();
     let cpu1 = pid.and_then(|p| topo::cpu_seconds(p).ok());
     let gen: GenReport =
         serde_json::from_str(out.trim()).with_context(|| format!("gen output {out:?}"))?;
@@ -476,10 +503,15 @@ fn rate_test(
     };
     // After the sinks: frames still in flight when the generator stopped are counted.
     let dut_losses = topo::losses_between(&losses0, &dut.losses(topo));
+    let machine_cpus = machine0
+        .zip(machine1)
+        .and_then(|(a, b)| b.busy_cpus_since(&a));
     Ok(RateOutcome {
         gen,
         sinks: reports,
         cpu_pct,
+        machine_cpus,
+        wall_s: wall,
         dut_losses,
     })
 }
@@ -988,6 +1020,17 @@ fn bench_dut(
                         push(res, name, "loss64", rep, r.loss_pct(), String::new());
                         if let Some(c) = r.cpu_pct {
                             push(res, name, "cpu64", rep, c, String::new());
+                        }
+                        if let Some(us) = r.machine_us_per_frame() {
+                            let busy = r.machine_cpus.unwrap_or_default();
+                            push(
+                                res,
+                                name,
+                                "machine64",
+                                rep,
+                                us,
+                                format!("{busy:.2} CPUs busy"),
+                            );
                         }
                     }
                 }

@@ -827,9 +827,94 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((utime + stime) / tck.max(1) as f64)
 }
 
+/// The whole machine's CPU time so far, from the first line of `/proc/stat`, in clock ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MachineCpu {
+    /// user + nice + system + irq + softirq + steal (guest time is inside user).
+    pub busy: u64,
+    /// `busy` + idle + iowait.
+    pub total: u64,
+    /// CPUs online (the `cpuN` lines).
+    pub cpus: usize,
+}
+
+impl MachineCpu {
+    /// Reads `/proc/stat` now.
+    pub fn now() -> anyhow::Result<Self> {
+        let stat = fs::read_to_string("/proc/stat")?;
+        Self::parse(&stat).context("no aggregate cpu line in /proc/stat")
+    }
+
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let field = |i: usize| f.get(i).copied().unwrap_or(0);
+        let (user, nice, system, idle, iowait, irq, softirq, steal) = (
+            field(0),
+            field(1),
+            field(2),
+            field(3),
+            field(4),
+            field(5),
+            field(6),
+            field(7),
+        );
+        let busy = user + nice + system + irq + softirq + steal;
+        let cpus = stat
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("cpu")
+                    .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .count();
+        Some(Self {
+            busy,
+            total: busy + idle + iowait,
+            cpus,
+        })
+    }
+
+    /// CPUs kept busy on average between `earlier` and `self` (0 to the number of CPUs).
+    #[must_use]
+    pub fn busy_cpus_since(&self, earlier: &Self) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total).filter(|&t| t > 0)?;
+        let busy = self.busy.checked_sub(earlier.busy)?;
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "tick counts and CPU counts are small"
+        )]
+        Some(busy as f64 / total as f64 * self.cpus as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{losses_between, vwire_losses};
+    use super::{losses_between, vwire_losses, MachineCpu};
+
+    #[test]
+    fn machine_cpu_counts_idle_and_iowait_as_not_busy() {
+        let before = "cpu  100 5 50 1000 10 1 20 4 0 0\ncpu0 50 0 25 500 5 0 10 2 0 0\n\
+                      cpu1 50 5 25 500 5 1 10 2 0 0\nintr 7\n";
+        let after = "cpu  300 5 150 1100 10 1 120 4 0 0\ncpu0 150 0 75 550 5 0 60 2 0 0\n\
+                     cpu1 150 5 75 550 5 1 60 2 0 0\nintr 9\n";
+        let (a, b) = (
+            MachineCpu::parse(before).unwrap(),
+            MachineCpu::parse(after).unwrap(),
+        );
+        assert_eq!(a.busy, 100 + 5 + 50 + 1 + 20 + 4);
+        assert_eq!(a.total, a.busy + 1000 + 10);
+        assert_eq!(a.cpus, 2);
+        // 400 busy ticks of 500 on two CPUs: 1.6 CPUs busy.
+        let cpus = b.busy_cpus_since(&a).unwrap();
+        assert!((cpus - 1.6).abs() < 1e-9, "{cpus}");
+        assert_eq!(a.busy_cpus_since(&a), None, "no time passed");
+        assert_eq!(MachineCpu::parse("intr 1 2 3\n"), None);
+    }
 
     /// Two ports as `vwire show interfaces --json` prints them, trimmed to what matters.
     const STATUS: &str = r#"{"interfaces": [

@@ -5,7 +5,10 @@
 //!   (`tagged_on_access`), which also stops double-tag VLAN hopping.
 //! - Trunk port: tagged frames of the allowed VLANs; untagged frames belong to the native
 //!   VLAN if there is one, else they are dropped (`untagged_no_native`). A priority tag
-//!   (VID 0) counts as untagged. 802.1ad (Q-in-Q) outer tags are not accepted.
+//!   (VID 0) counts as untagged. 802.1ad (Q-in-Q) outer tags are not accepted, nor is a
+//!   second tag behind the first: popped on the way out, the outer tag would leave the inner
+//!   one to pick the VLAN on the next switch (double-tag VLAN hopping through the native
+//!   VLAN).
 //!
 //! Tags move in place: pushing shifts the 12 bytes of MAC addresses 4 bytes into the frame's
 //! headroom, popping shifts them 4 bytes forward. The payload never moves.
@@ -13,7 +16,7 @@
 use std::fmt;
 
 use bridge_common::wire::{
-    EthernetFrame, VlanId, ETHERNET_HEADER_LEN, TPID_8021AD, TPID_8021Q, VLAN_TAG_LEN,
+    EthernetFrame, VlanId, VlanTag, ETHERNET_HEADER_LEN, TPID_8021AD, TPID_8021Q, VLAN_TAG_LEN,
 };
 
 use crate::metrics::DropReason;
@@ -111,11 +114,21 @@ impl PortMode {
     /// The drop reason if the port does not accept the frame.
     pub fn classify(&self, eth: &EthernetFrame<&[u8]>) -> Result<Ingress, DropReason> {
         let tag = match eth.ethertype() {
-            TPID_8021Q => Some(
-                eth.vlan_tag()
-                    .map_err(|_| DropReason::TruncatedVlanTag)?
-                    .map_or(0, |t| t.vid()),
-            ),
+            TPID_8021Q => {
+                let tag = VlanTag::new_checked(eth.payload())
+                    .map_err(|_| DropReason::TruncatedVlanTag)?;
+                if matches!(tag.inner_ethertype(), TPID_8021Q | TPID_8021AD) {
+                    // Stacked tags: wherever the outer tag is popped (a port that sends this
+                    // VLAN untagged, the uplink's native VLAN), the inner one would choose the
+                    // next switch's VLAN: double-tag VLAN hopping.
+                    return Err(if self.is_access() {
+                        DropReason::TaggedOnAccess
+                    } else {
+                        DropReason::VlanNotAllowed
+                    });
+                }
+                Some(tag.vid())
+            }
             TPID_8021AD => {
                 return Err(if self.is_access() {
                     DropReason::TaggedOnAccess
@@ -338,6 +351,40 @@ mod tests {
         assert_eq!(
             classify(&PortMode::Access(v(100)), &double),
             Err(DropReason::TaggedOnAccess)
+        );
+    }
+
+    #[test]
+    fn stacked_tags_cannot_hop_through_a_trunk() {
+        let trunk = PortMode::Trunk {
+            allowed: VlanSet::from_iter([v(100), v(200)]),
+            native: Some(v(1)),
+        };
+        // Outer tag: the native VLAN, a priority tag, an allowed VLAN; inner: 802.1Q or 802.1ad.
+        for outer in [1, 0, 100] {
+            for inner_tpid in [TPID_8021Q, TPID_8021AD] {
+                let mut double = tagged(TPID_8021Q, outer);
+                double.splice(
+                    16..16,
+                    inner_tpid
+                        .to_be_bytes()
+                        .into_iter()
+                        .chain(200u16.to_be_bytes()),
+                );
+                assert_eq!(
+                    classify(&trunk, &double),
+                    Err(DropReason::VlanNotAllowed),
+                    "outer {outer}, inner TPID {inner_tpid:#06x}"
+                );
+            }
+        }
+        assert_eq!(
+            classify(&trunk, &tagged(TPID_8021Q, 1)),
+            Ok(Ingress {
+                vlan: v(1),
+                tagged: true
+            }),
+            "a single tag of the native VLAN is still accepted"
         );
     }
 

@@ -1,5 +1,6 @@
 //! 802.1Q VLANs and bridge domains, seen from the clients: who receives which frame, tagged how;
-//! double tags and 802.1ad outer tags dropped and counted; per-VLAN and per-domain learning.
+//! double tags (from access ports, and stacked on a trunk) and 802.1ad outer tags dropped and
+//! counted; per-VLAN and per-domain learning.
 //! Tagged frames are built by hand (this kernel has no VLAN interfaces) and received with
 //! their tags (see `support::VlanSocket`). Privileged: run with `BRIDGE_PRIVILEGED=1` as root.
 
@@ -413,6 +414,21 @@ fn double_tags_and_8021ad_are_dropped_and_counted() {
         &body(&m),
     );
     check_delivery("[88a8/200] from the trunk", &st, T, &f, &m, &nobody);
+    // Stacked 802.1Q tags on the trunk: outer the native VLAN (the classic hop: popped on the
+    // way out, the inner tag would pick the next switch's VLAN), a priority tag, an allowed VLAN.
+    for outer in [1, 0, 100] {
+        let m = next();
+        #[rustfmt::skip]
+        let f = double_tagged_frame(BROADCAST, mac(T), TPID_8021Q, outer, 200, ETH_P_EXPERIMENTAL, &body(&m));
+        check_delivery(
+            &format!("[8100/{outer}][8100/200] from the trunk"),
+            &st,
+            T,
+            &f,
+            &m,
+            &nobody,
+        );
+    }
     let t = daemon.interface(&name(T));
     let t_drops: u64 = t["drops"]
         .as_object()
@@ -421,10 +437,16 @@ fn double_tags_and_8021ad_are_dropped_and_counted() {
         .filter_map(serde_json::Value::as_u64)
         .sum();
     assert_eq!(
-        t_drops, 3,
-        "every 802.1ad frame on T dropped and counted once: {t}"
+        t_drops, 6,
+        "every 802.1ad and stacked-tag frame on T dropped and counted once: {t}"
     );
-    assert_drops(&daemon, &name(T), "vlan_not_allowed", 3, "802.1ad on T");
+    assert_drops(
+        &daemon,
+        &name(T),
+        "vlan_not_allowed",
+        6,
+        "802.1ad and stacked tags on T",
+    );
 
     // Nothing was learned from the dropped frames, and the ports still forward.
     let entries = fdb_entries(&daemon);

@@ -138,6 +138,22 @@ pub struct FdbCounters {
     pub port_limit: u64,
 }
 
+/// A label value as the exposition format writes it: a quote, backslash or newline in a
+/// domain or interface name would otherwise end the value early and make the whole scrape
+/// unparsable.
+fn label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Renders a status snapshot in the Prometheus text exposition format (version 0.0.4):
 /// `_total` counters, bytes in bytes, ports and reasons as labels.
 #[must_use]
@@ -150,8 +166,13 @@ pub fn render_prometheus(status: &Status) -> String {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
-    let port =
-        |r: &crate::control::InterfaceRow| format!("port=\"{}\",domain=\"{}\"", r.name, r.domain);
+    let port = |r: &crate::control::InterfaceRow| {
+        format!(
+            "port=\"{}\",domain=\"{}\"",
+            label_value(&r.name),
+            label_value(&r.domain)
+        )
+    };
     let per_port = |f: fn(&crate::control::InterfaceRow) -> u64| {
         status
             .interfaces
@@ -341,6 +362,12 @@ pub fn render_prometheus(status: &Status) -> String {
 mod tests {
     use super::*;
     use crate::control::{InterfaceRow, UmemRow, XdpRow};
+
+    #[test]
+    fn label_values_escape_quotes_backslashes_and_newlines() {
+        assert_eq!(label_value("wire"), "wire");
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 
     #[test]
     fn prometheus_text_has_types_labels_and_values() {

@@ -720,7 +720,7 @@ impl Forwarder {
             .ports
             .iter()
             .flatten()
-            .filter(|p| xsk::sys::if_nametoindex(&p.name).ok() != Some(p.ifindex))
+            .filter(|p| port::vanished(&p.name, p.ifindex))
             .map(|p| p.name.clone())
             .collect();
         for name in gone {

@@ -90,6 +90,17 @@ pub fn mtu(name: &str) -> std::io::Result<u32> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// Whether the interface a port was built on is gone: no interface of that name (`ENODEV`),
+/// or another one under it. Any other failure of the lookup (out of file descriptors, say)
+/// says nothing about the interface, and must not remove a working port.
+#[must_use]
+pub fn vanished(name: &str, ifindex: u32) -> bool {
+    match xsk::sys::if_nametoindex(name) {
+        Ok(index) => index != ifindex,
+        Err(e) => e.raw_os_error() == Some(libc::ENODEV),
+    }
+}
+
 /// Checks an interface name the way the kernel would (IFNAMSIZ, no '/' or whitespace).
 ///
 /// # Errors
@@ -120,5 +131,13 @@ mod tests {
         assert_eq!(max_mtu(4096), 3822);
         assert!(max_frame_len(max_mtu(2048)) + RX_HEADROOM <= 2048);
         assert_eq!(max_frame_len(u32::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn an_interface_has_vanished_when_its_name_is_gone_or_names_another() {
+        let lo = xsk::sys::if_nametoindex("lo").expect("every namespace has lo");
+        assert!(!vanished("lo", lo));
+        assert!(vanished("lo", lo + 1), "another interface under the name");
+        assert!(vanished("vw-no-such-if", lo), "no interface of that name");
     }
 }

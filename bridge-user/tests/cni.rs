@@ -240,10 +240,8 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(mut child) = self.daemon.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(i32::try_from(child.id()).expect("pid"), libc::SIGTERM) };
-            let _ = child.wait();
+        if let Some(child) = self.daemon.take() {
+            common::terminate_child(child, libc::SIGTERM);
         }
         for ns in self.pods.iter().chain(std::iter::once(&self.node_ns)) {
             let _ = output("ip", &["netns", "del", ns]);

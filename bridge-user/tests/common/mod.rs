@@ -615,24 +615,29 @@ impl Daemon {
 
     /// Sends `signal`, waits up to 5 s, then SIGKILL. Returns the status if it exited in time.
     fn terminate(&mut self, signal: libc::c_int) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
+        terminate_child(self.child.take()?, signal)
+    }
+}
+
+/// Sends `signal` to a child and reaps it; `None` if it had not exited 5 s later, when it is
+/// killed (a daemon that hangs on shutdown must not hang the test, or leave its namespaces).
+pub fn terminate_child(mut child: Child, signal: libc::c_int) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own unreaped child.
+    unsafe { libc::kill(pid, signal) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-        // SAFETY: kill has no memory-safety preconditions; the pid is our own unreaped child.
-        unsafe { libc::kill(pid, signal) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 impl Drop for Daemon {

@@ -204,9 +204,11 @@ pub fn announce(topo: &Topology, clients: &[usize]) {
 // Background load
 
 /// A thread that calls `step` until stopped (or `limit` iterations), counting iterations.
+/// Dropped without `stop` or `join` (a failed assertion), it is stopped, so its load does not
+/// run on into other tests.
 pub struct Background {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<u64>,
+    handle: Option<JoinHandle<u64>>,
 }
 
 impl Background {
@@ -221,18 +223,34 @@ impl Background {
             }
             n
         });
-        Background { stop, handle }
+        Background {
+            stop,
+            handle: Some(handle),
+        }
     }
 
     /// Stops the thread and returns how many steps it ran.
     pub fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().expect("background thread")
+        self.join()
     }
 
     /// Waits for the thread to reach its limit.
-    pub fn join(self) -> u64 {
-        self.handle.join().expect("background thread")
+    pub fn join(mut self) -> u64 {
+        self.handle
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("background thread")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
     }
 }
 

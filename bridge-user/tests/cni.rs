@@ -307,6 +307,10 @@ fn add_two_pods_ping_check_del_twice() {
     let features = ns_run(&a, &["ethtool", "-k", "nsm-1"]);
     assert!(features.contains("tx-checksumming: off"), "{features}");
     assert!(
+        features.contains("tx-vlan-offload: off"),
+        "a pod's VLAN interface must write its tag into the frame: {features}"
+    );
+    assert!(
         features.contains("generic-receive-offload: on"),
         "{features}"
     );

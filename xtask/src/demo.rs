@@ -11,7 +11,9 @@
 //! peer sends TCP/UDP with a partial checksum, and forwarded through AF_XDP unchanged the
 //! receiver drops it. Whatever creates a client wire must do this (see README, Known limits).
 //! GRO is turned on there (`gro on`), as the CNI plugin does: then the host end takes
-//! XDP-redirected frames and the daemon's fast path carries the clients' known unicast.
+//! XDP-redirected frames and the daemon's fast path carries the clients' known unicast. TX
+//! VLAN offload is turned off (`txvlan off`), as the CNI plugin does, so that a VLAN
+//! interface a user adds in a client writes its tag into the frame, where vwire sees it.
 //!
 //! All names carry our pid, so runs never collide, and a [`Topology`] guard deletes the
 //! namespaces, veths and temp dir however the demo ends; Ctrl-C ends it through the same path.
@@ -350,6 +352,7 @@ impl Topology {
         run(Command::new("ip")
             .args([
                 "netns", "exec", &ns, "ethtool", "-K", CLIENT_IF, "tx", "off", "gro", "on",
+                "txvlan", "off",
             ])
             .stdout(Stdio::null()))?;
         println!(

@@ -251,13 +251,17 @@ fn add(env: &Env, stdin: &[u8]) -> Result<Value, CniError> {
     ))
 }
 
-/// In the pod's namespace: addresses, TX checksum offload off, GRO on, link up.
+/// In the pod's namespace: addresses, TX checksum and VLAN offload off, GRO on, link up.
 fn configure_pod(ifname: &str, att: &Attachment) -> Result<IfaceState, CniError> {
     let mut nl = Netlink::open().map_err(|e| CniError::netlink("netlink socket in the pod", &e))?;
     let index = if_nametoindex(ifname)
         .map_err(|e| CniError::netlink(format!("find {ifname} in the pod"), &e.into()))?;
     ethtool::set_tx_checksum(ifname, false)
         .map_err(|e| CniError::netlink(format!("turn TX checksum offload off on {ifname}"), &e))?;
+    // So that a VLAN interface in the pod writes its tag into the frame, where the bridge
+    // sees it (see `ethtool`).
+    ethtool::set_tx_vlan_offload_off(ifname)
+        .map_err(|e| CniError::netlink(format!("turn TX VLAN offload off on {ifname}"), &e))?;
     // GRO on lets the host end take XDP-redirected frames, so the daemon's fast path carries
     // this pod's known unicast. Without it the pod is still on the wire, through the
     // forwarder: not worth failing the pod for.

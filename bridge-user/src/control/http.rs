@@ -3,9 +3,11 @@
 //! `GET /metrics` answers the Prometheus text format, `GET /healthz` answers 200 when the
 //! forwarder responds within the control timeout (503 otherwise). Anything else is 404 or
 //! 405. One request per connection, `Connection: close`; the request head is capped at
-//! 8 KiB. A full HTTP stack would add more code than this whole module for two GETs.
+//! 8 KiB and must arrive within [`HEAD_TIMEOUT`] in all, so a client trickling bytes cannot
+//! hold a connection (and its file descriptor) open. A full HTTP stack would add more code
+//! than this whole module for two GETs.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -13,10 +15,12 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use super::server::Handle;
+use super::{server::Handle, ACCEPT_BACKOFF};
 use crate::metrics::render_prometheus;
 
 const MAX_HEAD: usize = 8 * 1024;
+/// For the whole request head, not each read.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves until the task is aborted.
 pub async fn serve(listener: TcpListener, handle: Handle) {
@@ -33,7 +37,10 @@ pub async fn serve(listener: TcpListener, handle: Handle) {
                     }
                 });
             }
-            Err(e) => warn!(error = %e, "accept on the metrics endpoint failed"),
+            Err(e) => {
+                warn!(error = %e, "accept on the metrics endpoint failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
         }
     }
 }
@@ -49,8 +56,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 async fn connection(mut stream: TcpStream, handle: &Handle) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
     let complete = loop {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf))
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         if n == 0 {

@@ -22,6 +22,10 @@ use crate::{
     xsk::SocketStats,
 };
 
+/// How long an API or metrics listener waits after a failed accept (out of file descriptors,
+/// say) before it tries again, so that its loop does not spin.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A reply carrying either the result or a message for the operator.
 pub type Reply<T> = oneshot::Sender<Result<T, String>>;
 

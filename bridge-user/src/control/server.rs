@@ -318,7 +318,10 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, handle: Handle) {
                     }
                 });
             }
-            Err(e) => warn!(error = %e, "accept on the control socket failed"),
+            Err(e) => {
+                warn!(error = %e, "accept on the control socket failed");
+                tokio::time::sleep(super::ACCEPT_BACKOFF).await;
+            }
         }
     }
 }

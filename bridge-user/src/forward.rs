@@ -946,7 +946,8 @@ impl Forwarder {
                 self.frames.release(chunk);
             }
             (Some(desc), Some(port)) => port.tx_stage.push(desc),
-            // No headroom to push a tag: only possible for frames the kernel placed oddly.
+            // Popping the tag would bare a second one (VLAN hopping), or no headroom to push a
+            // tag (only for frames the kernel placed oddly).
             (None, Some(port)) => {
                 port.counters.drops.count(DropReason::VlanNotMember);
                 self.frames.release(chunk);

@@ -5,10 +5,11 @@
 //!   (`tagged_on_access`), which also stops double-tag VLAN hopping.
 //! - Trunk port: tagged frames of the allowed VLANs; untagged frames belong to the native
 //!   VLAN if there is one, else they are dropped (`untagged_no_native`). A priority tag
-//!   (VID 0) counts as untagged. 802.1ad (Q-in-Q) outer tags are not accepted, nor is a
-//!   second tag behind the first: popped on the way out, the outer tag would leave the inner
-//!   one to pick the VLAN on the next switch (double-tag VLAN hopping through the native
-//!   VLAN).
+//!   (VID 0) counts as untagged. 802.1ad (Q-in-Q) outer tags are not accepted.
+//! - Stacked 802.1Q tags of an accepted VLAN cross the bridge intact where the outer tag
+//!   stays (trunks carrying the VLAN tagged), but never leave a port that would pop the
+//!   outer tag (an access port, a trunk's native VLAN, the uplink's): the inner tag would
+//!   then pick the VLAN on the next switch (double-tag VLAN hopping).
 //!
 //! Tags move in place: pushing shifts the 12 bytes of MAC addresses 4 bytes into the frame's
 //! headroom, popping shifts them 4 bytes forward. The payload never moves.
@@ -16,7 +17,7 @@
 use std::fmt;
 
 use bridge_common::wire::{
-    EthernetFrame, VlanId, VlanTag, ETHERNET_HEADER_LEN, TPID_8021AD, TPID_8021Q, VLAN_TAG_LEN,
+    EthernetFrame, VlanId, ETHERNET_HEADER_LEN, TPID_8021AD, TPID_8021Q, VLAN_TAG_LEN,
 };
 
 use crate::metrics::DropReason;
@@ -114,21 +115,11 @@ impl PortMode {
     /// The drop reason if the port does not accept the frame.
     pub fn classify(&self, eth: &EthernetFrame<&[u8]>) -> Result<Ingress, DropReason> {
         let tag = match eth.ethertype() {
-            TPID_8021Q => {
-                let tag = VlanTag::new_checked(eth.payload())
-                    .map_err(|_| DropReason::TruncatedVlanTag)?;
-                if matches!(tag.inner_ethertype(), TPID_8021Q | TPID_8021AD) {
-                    // Stacked tags: wherever the outer tag is popped (a port that sends this
-                    // VLAN untagged, the uplink's native VLAN), the inner one would choose the
-                    // next switch's VLAN: double-tag VLAN hopping.
-                    return Err(if self.is_access() {
-                        DropReason::TaggedOnAccess
-                    } else {
-                        DropReason::VlanNotAllowed
-                    });
-                }
-                Some(tag.vid())
-            }
+            TPID_8021Q => Some(
+                eth.vlan_tag()
+                    .map_err(|_| DropReason::TruncatedVlanTag)?
+                    .map_or(0, |t| t.vid()),
+            ),
             TPID_8021AD => {
                 return Err(if self.is_access() {
                     DropReason::TaggedOnAccess
@@ -233,7 +224,8 @@ pub fn push_tag(
 /// Rewrites a frame in place for an egress port: pushes a tag, pops it, or makes the tag
 /// it keeps carry `vlan`. `chunk` is the whole UMEM frame, the frame is
 /// `chunk[offset..offset + len]` and arrived `tagged` or not; returns the new offset and
-/// length, or `None` when the frame cannot be rewritten (no headroom, too short).
+/// length, or `None` when the frame must not leave this way: no headroom for a tag, too
+/// short, or popping its tag would bare a second one (see the module doc).
 #[must_use]
 pub fn rewrite_for_egress(
     chunk: &mut [u8],
@@ -250,7 +242,17 @@ pub fn rewrite_for_egress(
             set_vid(chunk.get_mut(offset..end)?, vlan);
             Some((offset, len))
         }
-        (true, Egress::Untagged) => pop_tag(chunk, offset, len),
+        (true, Egress::Untagged) => {
+            let inner = offset.checked_add(ETHERNET_HEADER_LEN + 2)?;
+            let inner_ethertype = chunk.get(inner..inner + 2)?;
+            if matches!(
+                u16::from_be_bytes([inner_ethertype[0], inner_ethertype[1]]),
+                TPID_8021Q | TPID_8021AD
+            ) {
+                return None;
+            }
+            pop_tag(chunk, offset, len)
+        }
         (false, Egress::Tagged) => push_tag(chunk, offset, len, vlan),
     }
 }
@@ -355,36 +357,48 @@ mod tests {
     }
 
     #[test]
-    fn stacked_tags_cannot_hop_through_a_trunk() {
+    fn a_tag_is_never_popped_onto_a_second_one() {
         let trunk = PortMode::Trunk {
             allowed: VlanSet::from_iter([v(100), v(200)]),
             native: Some(v(1)),
         };
         // Outer tag: the native VLAN, a priority tag, an allowed VLAN; inner: 802.1Q or 802.1ad.
-        for outer in [1, 0, 100] {
+        for (outer, vlan) in [(1, 1), (0, 1), (100, 100)] {
             for inner_tpid in [TPID_8021Q, TPID_8021AD] {
-                let mut double = tagged(TPID_8021Q, outer);
-                double.splice(
-                    16..16,
+                let mut chunk = vec![0u8; 64];
+                chunk.extend(tagged(TPID_8021Q, outer));
+                chunk.splice(
+                    64 + 16..64 + 16,
                     inner_tpid
                         .to_be_bytes()
                         .into_iter()
                         .chain(200u16.to_be_bytes()),
                 );
+                let len = chunk.len() - 64;
+                let ingress =
+                    classify(&trunk, &chunk[64..]).expect("accepted: stays tagged on trunks");
+                assert_eq!(ingress.vlan, v(vlan));
+                let before = chunk.clone();
                 assert_eq!(
-                    classify(&trunk, &double),
-                    Err(DropReason::VlanNotAllowed),
-                    "outer {outer}, inner TPID {inner_tpid:#06x}"
+                    rewrite_for_egress(&mut chunk, 64, len, true, Egress::Untagged, v(vlan)),
+                    None,
+                    "outer {outer}, inner TPID {inner_tpid:#06x}: popping bares the inner tag"
+                );
+                assert_eq!(chunk, before, "a refused frame is left as it was");
+                assert_eq!(
+                    rewrite_for_egress(&mut chunk, 64, len, true, Egress::Tagged, v(vlan)),
+                    Some((64, len)),
+                    "tagged egress keeps the outer tag"
                 );
             }
         }
+        let mut single = vec![0u8; 64];
+        single.extend(tagged(TPID_8021Q, 100));
+        let len = single.len() - 64;
         assert_eq!(
-            classify(&trunk, &tagged(TPID_8021Q, 1)),
-            Ok(Ingress {
-                vlan: v(1),
-                tagged: true
-            }),
-            "a single tag of the native VLAN is still accepted"
+            rewrite_for_egress(&mut single, 64, len, true, Egress::Untagged, v(100)),
+            Some((68, len - 4)),
+            "one tag pops"
         );
     }
 

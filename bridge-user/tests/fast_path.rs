@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use common::*;
-use support::{assert_umem_balanced, ARRIVE};
+use support::{assert_umem_balanced, ARRIVE, TPID_8021AD, TPID_8021Q};
 
 const QUIET: Duration = Duration::from_millis(700);
 
@@ -64,6 +64,40 @@ fn known_unicast_takes_the_fast_path_only_between_ports_that_can_take_it() {
         "echo requests after the first go A -> B in XDP (from A {fast_from_a}, to B {fast_to_b}):\n{}",
         daemon.interfaces()
     );
+    // A tagged frame between those same learned stations is not the fast path's: tags on an
+    // access port are dropped and counted, by the forwarder, not redirected to B.
+    let b_sock = topo.raw_socket(1);
+    let a_sock = topo.raw_socket(0);
+    for (n, tpid) in [(1, TPID_8021Q), (2, TPID_8021AD)] {
+        let m = support::marker(90, n);
+        let fast_before = daemon.counter(&a.host_if, "/xdp/fast_rx_frames");
+        let dropped_before = daemon.counter(&a.host_if, "/drops/tagged_on_access");
+        let f = support::tagged_frame(
+            b.mac,
+            a.mac,
+            tpid,
+            1,
+            ETH_P_EXPERIMENTAL,
+            &support::payload(&m, 46),
+        );
+        a_sock.send(&f);
+        let got = b_sock.recv_frames_where(QUIET, |f| support::has_marker(f, &m));
+        assert!(
+            got.is_empty(),
+            "B received a tagged frame from an access port: {got:02x?}"
+        );
+        assert_eq!(
+            daemon.counter(&a.host_if, "/drops/tagged_on_access"),
+            dropped_before + 1,
+            "TPID {tpid:#06x}: counted on A:\n{}",
+            daemon.interfaces()
+        );
+        assert_eq!(
+            daemon.counter(&a.host_if, "/xdp/fast_rx_frames"),
+            fast_before,
+            "TPID {tpid:#06x}: not the fast path's"
+        );
+    }
     // Interface counters count every frame, whichever path carried it.
     let rx = daemon.counter(&a.host_if, "/rx_frames");
     assert!(

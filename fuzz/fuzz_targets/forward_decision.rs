@@ -83,12 +83,25 @@ fuzz_target!(|data: &[u8]| {
         };
         for p in targets {
             let how = ports[p].1.egress(d.vlan).expect("member");
-            let out = egress_bytes(&frame, &d, how).unwrap_or_else(|| {
-                panic!(
+            // Popping the outer tag onto a second one is refused (double-tag VLAN hopping);
+            // nothing else may be.
+            let bares_inner_tag = d.tagged
+                && how == Egress::Untagged
+                && frame.len() >= 18
+                && is_tag(u16::from_be_bytes([frame[16], frame[17]]));
+            let Some(out) = egress_bytes(&frame, &d, how) else {
+                assert!(
+                    bares_inner_tag,
                     "no tag rewrite for {d:?} to {how:?} ({} bytes)",
                     frame.len()
-                )
-            });
+                );
+                continue;
+            };
+            assert!(
+                !bares_inner_tag,
+                "outer tag popped onto a second one: {d:?} to {how:?}, frame {:02x?}",
+                &frame[..frame.len().min(20)]
+            );
             // Exactly the outer tag (if any) is replaced; nothing else changes.
             let body = |f: &[u8], tagged: bool| if tagged { strip_outer(f) } else { f.to_vec() };
             assert_eq!(
@@ -115,10 +128,9 @@ fuzz_target!(|data: &[u8]| {
                 Egress::Untagged => {
                     // The outer tag is gone; the port's own VLAN for untagged frames is ours.
                     let back = EthernetFrame::new_unchecked(&out[..]);
-                    if !is_tag(ethertype) {
-                        let ing = ports[p].1.classify(&back).expect("untagged egress");
-                        assert_eq!(ing.vlan, d.vlan, "untagged egress on the wrong VLAN");
-                    }
+                    assert!(!is_tag(ethertype), "untagged egress bares a tag");
+                    let ing = ports[p].1.classify(&back).expect("untagged egress");
+                    assert_eq!(ing.vlan, d.vlan, "untagged egress on the wrong VLAN");
                     assert_eq!(out.len() + 4 * usize::from(d.tagged), frame.len());
                 }
             }

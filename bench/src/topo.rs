@@ -853,17 +853,8 @@ impl MachineCpu {
             .map(str::parse)
             .collect::<Result<_, _>>()
             .ok()?;
-        let field = |i: usize| f.get(i).copied().unwrap_or(0);
-        let (user, nice, system, idle, iowait, irq, softirq, steal) = (
-            field(0),
-            field(1),
-            field(2),
-            field(3),
-            field(4),
-            field(5),
-            field(6),
-            field(7),
-        );
+        let [user, nice, system, idle, iowait, irq, softirq, steal] =
+            std::array::from_fn(|i| f.get(i).copied().unwrap_or(0));
         let busy = user + nice + system + irq + softirq + steal;
         let cpus = stat
             .lines()

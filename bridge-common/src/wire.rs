@@ -17,6 +17,12 @@ pub const TPID_8021Q: u16 = 0x8100;
 /// Tag protocol identifier of an IEEE 802.1ad (service, "Q-in-Q") VLAN tag.
 pub const TPID_8021AD: u16 = 0x88a8;
 
+/// Whether an EtherType field holds a tag's TPID (802.1Q or 802.1ad) rather than a protocol.
+#[must_use]
+pub const fn is_tpid(ethertype: u16) -> bool {
+    matches!(ethertype, TPID_8021Q | TPID_8021AD)
+}
+
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
 pub const ETHERTYPE_IPV6: u16 = 0x86dd;
 pub const IPPROTO_TCP: u8 = 6;
@@ -231,7 +237,7 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     /// Whether the frame carries an 802.1Q or 802.1ad tag after the MAC addresses.
     #[must_use]
     pub fn is_tagged(&self) -> bool {
-        matches!(self.ethertype(), TPID_8021Q | TPID_8021AD)
+        is_tpid(self.ethertype())
     }
 
     /// Everything after the 14-byte header.

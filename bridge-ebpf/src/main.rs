@@ -37,8 +37,8 @@ use bridge_common::{
         WAKE_CPU_ENTRIES, XSKS_ENTRIES,
     },
     wire::{
-        ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_TCP, IPPROTO_UDP,
-        TCP_CHECKSUM_OFFSET, TPID_8021AD, TPID_8021Q, UDP_CHECKSUM_OFFSET,
+        is_tpid, ETHERNET_HEADER_LEN, ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_TCP, IPPROTO_UDP,
+        TCP_CHECKSUM_OFFSET, UDP_CHECKSUM_OFFSET,
     },
 };
 
@@ -145,7 +145,7 @@ fn fast_forward(ctx: &XdpContext, slot: u32, stats: *mut XdpPortStats) -> Option
     // has no alignment requirement for a byte array.
     let h = unsafe { &*(start as *const [u8; ETHERNET_HEADER_LEN]) };
     let ethertype = u16::from_be_bytes([h[12], h[13]]);
-    if h[0] & 1 != 0 || ethertype == TPID_8021Q || ethertype == TPID_8021AD {
+    if h[0] & 1 != 0 || is_tpid(ethertype) {
         return None;
     }
     // Under load, only a TCP segment to hand to another CPU goes on; `Some(cpu)`.

@@ -17,7 +17,7 @@
 use std::fmt;
 
 use bridge_common::wire::{
-    EthernetFrame, VlanId, ETHERNET_HEADER_LEN, TPID_8021AD, TPID_8021Q, VLAN_TAG_LEN,
+    is_tpid, EthernetFrame, VlanId, ETHERNET_HEADER_LEN, TPID_8021AD, TPID_8021Q, VLAN_TAG_LEN,
 };
 
 use crate::metrics::DropReason;
@@ -243,12 +243,13 @@ pub fn rewrite_for_egress(
             Some((offset, len))
         }
         (true, Egress::Untagged) => {
-            let inner = offset.checked_add(ETHERNET_HEADER_LEN + 2)?;
-            let inner_ethertype = chunk.get(inner..inner + 2)?;
-            if matches!(
-                u16::from_be_bytes([inner_ethertype[0], inner_ethertype[1]]),
-                TPID_8021Q | TPID_8021AD
-            ) {
+            let frame =
+                EthernetFrame::new_checked(chunk.get(offset..offset.checked_add(len)?)?).ok()?;
+            if frame
+                .vlan_tag()
+                .ok()?
+                .is_some_and(|tag| is_tpid(tag.inner_ethertype()))
+            {
                 return None;
             }
             pop_tag(chunk, offset, len)
